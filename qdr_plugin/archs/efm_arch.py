@@ -1,0 +1,214 @@
+r"""EFM: an edge-friendly U-Net with Learnable Degradation Gating (our reading of QDR's EFM and LDG).
+
+Only INT8-friendly operations: 3x3 / 1x1 / depth-wise convolutions, ReLU (or LeakyReLU), additions,
+concatenations, stride-2 convolution (or pixel-unshuffle) down, pixel-shuffle (or transposed convolution) up,
+a sigmoid gate, a global residual ``y = clamp(x + f(x), 0, 1)``. No normalisation, no attention, no custom autograd.
+
+Learnable Degradation Gating (LDG), at the end of every residual block:
+
+.. math::
+
+    g = \sigma\big(\mathrm{conv}_{1\times1}(\phi(\mathrm{dwconv}_{3\times3}(F)))\big) \in (0, 1)^{1 \times H \times W},
+    \qquad F' = F \odot (1 + g) \;\; (\texttt{ldg\_mode='residual'}) \quad\text{or}\quad F' = F \odot g
+
+a single-channel spatial gate that scales the features where the degradation is (``F + F g`` is computed as
+``F (1 + g)``: one full-size multiply instead of a multiply and an add). Its temperature and bias are the
+weight scale and bias of the 1x1 convolution (a separate scalar would be redundant and cost one more op); the bias
+starts at ``ldg_bias_init`` so the gate starts half open.
+
+The bottleneck (the lowest-resolution latent, before the first decoder up-sampling) is the module
+``self.bottleneck``; :attr:`EFM.dfd_layer` names it for Decoder-Free Distillation and :attr:`EFM.decoder_layers`
+names the decoder stages for the decoder-distillation ablation.
+
+Inputs of any size: the forward pass pads ``H`` and ``W`` up to a multiple of ``2^depth`` (replicate) inside the
+graph and crops the output back.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from basicsr.utils.registry import ARCH_REGISTRY
+from torch import nn
+
+from qdr_plugin.quant.ops import Add
+from qdr_plugin.registry import register
+
+
+def _act(kind: str) -> nn.Module:
+    if kind == 'relu':
+        return nn.ReLU(inplace=True)
+    if kind == 'lrelu':
+        return nn.LeakyReLU(0.1, inplace=True)
+    raise ValueError(f"EFM: act must be 'relu' or 'lrelu', got {kind!r}.")
+
+
+class LDG(nn.Module):
+    """Learnable Degradation Gating: ``F' = F * (1 + g)`` (or ``F * g``), ``g = sigmoid(conv1x1(act(dwconv3x3(F))))``.
+
+    The gate is a float point-wise epilogue (sigmoid and multiply, as TensorRT fuses them); its two convolutions are
+    quantized like every other.
+    """
+
+    def __init__(self, channels: int, act: str = 'relu', mode: str = 'residual', bias_init: float = 0.0):
+        super().__init__()
+        if mode not in ('residual', 'multiply'):
+            raise ValueError(f"EFM: ldg_mode must be 'residual' or 'multiply', got {mode!r}.")
+        self.mode = mode
+        self.dwconv = nn.Conv2d(channels, channels, 3, padding=1, groups=channels)
+        self.act = _act(act)
+        self.proj = nn.Conv2d(channels, 1, 1)
+        nn.init.constant_(self.proj.bias, bias_init)
+        self.offset = 1.0 if mode == 'residual' else 0.0
+
+    def forward(self, feat: torch.Tensor) -> torch.Tensor:
+        gate = torch.sigmoid(self.proj(self.act(self.dwconv(feat))))
+        return feat * (gate + self.offset)
+
+
+class ResBlock(nn.Module):
+    """``x + LDG(conv3x3(act(conv3x3(x))))``."""
+
+    def __init__(self, channels: int, act: str, ldg: bool, ldg_mode: str, ldg_bias_init: float):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.act = _act(act)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.ldg = LDG(channels, act, ldg_mode, ldg_bias_init) if ldg else nn.Identity()
+        self.add = Add()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.add(x, self.ldg(self.conv2(self.act(self.conv1(x)))))
+
+
+def _blocks(n: int, channels: int, act: str, ldg: bool, ldg_mode: str, ldg_bias_init: float) -> nn.Sequential:
+    return nn.Sequential(*[ResBlock(channels, act, ldg, ldg_mode, ldg_bias_init) for _ in range(n)])
+
+
+class Down(nn.Module):
+    """Halve the resolution, double the channels: stride-2 3x3 conv, or pixel-unshuffle + 1x1 conv."""
+
+    def __init__(self, channels: int, mode: str, act: str):
+        super().__init__()
+        if mode == 'conv':
+            self.body = nn.Sequential(nn.Conv2d(channels, 2 * channels, 3, stride=2, padding=1), _act(act))
+        elif mode == 'unshuffle':
+            self.body = nn.Sequential(nn.PixelUnshuffle(2), nn.Conv2d(4 * channels, 2 * channels, 1), _act(act))
+        else:
+            raise ValueError(f"EFM: down must be 'conv' or 'unshuffle', got {mode!r}.")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+class Up(nn.Module):
+    """Double the resolution, halve the channels: 1x1 conv + pixel-shuffle, or a 2x2 transposed conv."""
+
+    def __init__(self, channels: int, mode: str, act: str):
+        super().__init__()
+        if mode == 'shuffle':
+            self.body = nn.Sequential(nn.Conv2d(channels, 2 * channels, 1), nn.PixelShuffle(2), _act(act))
+        elif mode == 'deconv':
+            self.body = nn.Sequential(nn.ConvTranspose2d(channels, channels // 2, 2, stride=2), _act(act))
+        else:
+            raise ValueError(f"EFM: up must be 'shuffle' or 'deconv', got {mode!r}.")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+class DecoderStage(nn.Module):
+    """Up-sample, concatenate the encoder skip, fuse with a 1x1 conv, refine with residual blocks.
+
+    The concatenation needs no quantizer of its own: its only consumer, the 1x1 conv, quantizes it with one scale.
+    """
+
+    def __init__(self, channels: int, blocks: int, up: str, act: str, ldg: bool, ldg_mode: str, ldg_bias: float):
+        super().__init__()
+        self.up = Up(channels, up, act)
+        self.fuse = nn.Sequential(nn.Conv2d(channels, channels // 2, 1), _act(act))
+        self.blocks = _blocks(blocks, channels // 2, act, ldg, ldg_mode, ldg_bias)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        return self.blocks(self.fuse(torch.cat((self.up(x), skip), 1)))
+
+
+@register(ARCH_REGISTRY)
+class EFM(nn.Module):
+    """Edge-friendly U-Net with LDG (see the module docstring).
+
+    Args:
+        in_ch: input channels (1 gray, 3 RGB). out_ch: output channels (default ``in_ch``).
+        width: channels at full resolution; level ``i`` has ``width * 2^i``.
+        depth: number of down-samplings (3 gives 4 scales).
+        enc_blocks / dec_blocks / mid_blocks: residual blocks per encoder level / decoder level / bottleneck.
+        ldg: use Learnable Degradation Gating in every block. ldg_mode: ``residual`` or ``multiply``.
+        act: ``relu`` or ``lrelu``. down: ``conv`` or ``unshuffle``. up: ``shuffle`` or ``deconv``.
+        global_residual: ``y = x + f(x)`` (needs ``in_ch == out_ch``). clamp: clamp the output to [0, 1].
+    """
+
+    dfd_layer = 'bottleneck'
+
+    def __init__(
+        self,
+        in_ch: int = 1,
+        out_ch: int | None = None,
+        width: int = 16,
+        depth: int = 3,
+        enc_blocks: int = 1,
+        dec_blocks: int = 1,
+        mid_blocks: int = 2,
+        ldg: bool = True,
+        ldg_mode: str = 'residual',
+        ldg_bias_init: float = 0.0,
+        act: str = 'relu',
+        down: str = 'conv',
+        up: str = 'shuffle',
+        global_residual: bool = True,
+        clamp: bool = True,
+    ):
+        super().__init__()
+        out_ch = in_ch if out_ch is None else out_ch
+        if depth < 1:
+            raise ValueError(f'EFM: depth must be >= 1, got {depth}.')
+        if global_residual and out_ch != in_ch:
+            raise ValueError('EFM: global_residual needs out_ch == in_ch.')
+        self.depth, self.clamp = depth, clamp
+        widths = [width * 2**i for i in range(depth + 1)]
+        self.head = nn.Conv2d(in_ch, width, 3, padding=1)
+        self.encoders = nn.ModuleList(
+            _blocks(enc_blocks, widths[i], act, ldg, ldg_mode, ldg_bias_init) for i in range(depth)
+        )
+        self.downs = nn.ModuleList(Down(widths[i], down, act) for i in range(depth))
+        self.bottleneck = _blocks(mid_blocks, widths[depth], act, ldg, ldg_mode, ldg_bias_init)
+        self.decoders = nn.ModuleList(
+            DecoderStage(widths[i + 1], dec_blocks, up, act, ldg, ldg_mode, ldg_bias_init)
+            for i in reversed(range(depth))
+        )
+        self.tail = nn.Conv2d(width, out_ch, 3, padding=1)
+        self.residual = Add() if global_residual else None
+
+    @property
+    def decoder_layers(self) -> list[str]:
+        """Module names of the decoder stages, from the lowest resolution up (for decoder distillation)."""
+        return [f'decoders.{i}' for i in range(self.depth)]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        multiple = 2**self.depth
+        pad_h, pad_w = (multiple - h % multiple) % multiple, (multiple - w % multiple) % multiple
+        inp = F.pad(x, (0, pad_w, 0, pad_h), mode='replicate') if pad_h or pad_w else x
+        feat = self.head(inp)
+        skips = []
+        for encoder, down in zip(self.encoders, self.downs):
+            feat = encoder(feat)
+            skips.append(feat)
+            feat = down(feat)
+        feat = self.bottleneck(feat)
+        for decoder, skip in zip(self.decoders, reversed(skips)):
+            feat = decoder(feat, skip)
+        out = self.tail(feat)
+        if self.residual is not None:
+            out = self.residual(inp, out)
+        out = out[..., :h, :w]
+        return out.clamp(0.0, 1.0) if self.clamp else out

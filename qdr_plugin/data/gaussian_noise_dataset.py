@@ -1,0 +1,299 @@
+"""Additive white Gaussian noise (AWGN) denoising dataset for BasicSR.
+
+Only clean images are stored; the noisy input is synthesised: a fresh random draw per sample for training, a fixed
+per-image draw for validation/testing (see :func:`add_validation_noise`), so PSNR numbers compare across tools.
+"""
+
+import math
+import os
+import random
+from numbers import Real
+from os import path as osp
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from torch.utils import data
+
+from qdr_plugin.compat import apply_torchvision_alias
+
+apply_torchvision_alias()  # must run before the first basicsr import (torchvision >= 0.17)
+
+from basicsr.data.transforms import augment
+from basicsr.utils import FileClient, img2tensor
+from basicsr.utils.registry import DATASET_REGISTRY
+
+from qdr_plugin.registry import register
+
+__all__ = ['IMG_EXTENSIONS', 'GaussianNoiseDataset', 'add_validation_noise']
+
+IMG_EXTENSIONS = ('.bmp', '.jpeg', '.jpg', '.png', '.tif', '.tiff')
+"""File name endings (compared case-insensitively) that count as images in a ``dataroot_gt`` folder."""
+
+_INT_SCALE = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
+
+
+def add_validation_noise(img: np.ndarray, sigma: float, index: int) -> np.ndarray:
+    """Add the deterministic validation noise of image number ``index`` to ``img``.
+
+    The recipe is ``float32(float64(img) + numpy.random.default_rng(index).normal(0, sigma / 255, img.shape))``,
+    without clipping.
+
+    Args:
+        img: Clean image in [0, 1], ``H x W`` for gray (no channel axis) or ``H x W x 3`` in RGB order.
+        sigma: Noise standard deviation on the 0..255 scale, >= 0.
+        index: Seed of the draw: the position of the image in the name-sorted file list (from 0), plus any offset.
+
+    Returns:
+        The noisy image, float32, same shape as ``img``.
+    """
+    if sigma < 0:
+        raise ValueError(f'sigma must be >= 0 (noise std on the 0..255 scale), got {sigma}.')
+    noise = np.random.default_rng(index).normal(0.0, sigma / 255.0, img.shape)
+    return (np.asarray(img, dtype=np.float64) + noise).astype(np.float32)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _parse_sigma(opt: dict[str, Any], train: bool) -> tuple[float | None, tuple[float, float] | None]:
+    """Validate ``sigma`` / ``sigma_range``; return ``(sigma, None)`` or ``(None, (lo, hi))``."""
+    sigma, sigma_range = opt.get('sigma'), opt.get('sigma_range')
+    if sigma is not None and sigma_range is not None:
+        raise ValueError(
+            f'GaussianNoiseDataset: both sigma ({sigma}) and sigma_range ({sigma_range}) are set; keep only one: '
+            'sigma for a fixed noise level, sigma_range: [lo, hi] (train only) for a random level per sample.'
+        )
+    if sigma is None and sigma_range is None:
+        raise ValueError(
+            'GaussianNoiseDataset: neither sigma nor sigma_range is set; add sigma: 25 (noise std on the 0..255 '
+            'scale), or for training sigma_range: [0, 55] for a random level per sample.'
+        )
+    if sigma is not None:
+        if not _is_number(sigma) or sigma < 0:
+            raise ValueError(
+                f'GaussianNoiseDataset: sigma must be a number >= 0 (noise std on the 0..255 scale, e.g. sigma: 25), '
+                f'got {sigma!r}.'
+            )
+        return float(sigma), None
+    if not train:
+        raise ValueError(
+            f"GaussianNoiseDataset: sigma_range ({sigma_range}) is for phase 'train' only; validation noise is "
+            'deterministic, so set sigma: <value> instead (one dataset per noise level).'
+        )
+    if (
+        not isinstance(sigma_range, (list, tuple))
+        or len(sigma_range) != 2
+        or not all(_is_number(v) for v in sigma_range)
+        or not 0 <= sigma_range[0] <= sigma_range[1]
+    ):
+        raise ValueError(
+            f'GaussianNoiseDataset: sigma_range must be [lo, hi] with 0 <= lo <= hi (0..255 scale, e.g. '
+            f'sigma_range: [0, 55]), got {sigma_range!r}.'
+        )
+    return None, (float(sigma_range[0]), float(sigma_range[1]))
+
+
+def _decode(content: bytes | None, name: str, in_ch: int) -> np.ndarray:
+    """Decode image bytes to float32 ``H x W x in_ch`` in [0, 1], RGB order for colour."""
+    buf = np.frombuffer(content or b'', np.uint8)
+    img = cv2.imdecode(buf, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR) if buf.size else None
+    if img is None:
+        raise ValueError(
+            f"GaussianNoiseDataset: cannot decode image '{name}' (empty, truncated or not an image); "
+            'replace or remove the file.'
+        )
+    if img.dtype not in _INT_SCALE:
+        raise ValueError(
+            f"GaussianNoiseDataset: image '{name}' has pixel type {img.dtype}; only 8-bit and 16-bit integer "
+            'images are supported, convert it.'
+        )
+    if in_ch == 1:
+        img = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)[..., None] if img.ndim == 3 else img[..., None]
+    else:
+        img = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB if img.ndim == 2 else cv2.COLOR_BGR2RGB)
+    return img.astype(np.float32) / _INT_SCALE[img.dtype]
+
+
+@register(DATASET_REGISTRY)
+class GaussianNoiseDataset(data.Dataset):
+    """Clean images from one folder (or LMDB), returned with a Gaussian-noise copy as ``lq``.
+
+    Options (``opt``, as in a BasicSR ``datasets`` entry; ``phase`` is set by BasicSR):
+        dataroot_gt (str): Folder of clean images (``.png .jpg .jpeg .bmp .tif .tiff``, not recursive), or with
+            ``io_backend: {type: lmdb}`` an LMDB folder made by ``basicsr.utils.lmdb_util.make_lmdb_from_imgs``
+            (``meta_info.txt`` inside). Required.
+        io_backend (dict): ``{type: disk}`` (default) or ``{type: lmdb}`` plus LMDB open options.
+        in_ch (int): 1 = gray, 3 = colour (RGB tensors). Default 1.
+        sigma (float): Noise std on the 0..255 scale, >= 0.
+        sigma_range (list[float]): ``[lo, hi]``, train only: each sample draws its sigma uniformly from it.
+            Exactly one of ``sigma`` / ``sigma_range`` must be set.
+        gt_size (int): Train only, required there: size of the random square crop.
+        use_hflip, use_rot (bool): Train only: basicsr ``augment`` flips / rotations. Default False.
+        noise_seed_offset (int): Val/test only: added to the image index to seed the noise. Default 0.
+
+    Returns per item ``{'lq', 'gt', 'lq_path', 'gt_path'}``: float32 ``C x H x W`` tensors in about [0, 1] (``lq``
+    is not clipped) and the image path (for LMDB, its key) twice, since ``lq`` has no file of its own.
+
+    Reading: images are decoded with ``cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR`` (as ``IMREAD_UNCHANGED``, but
+    alpha dropped and EXIF orientation applied). 8-bit values are divided by 255, 16-bit values (e.g. 16-bit PNG)
+    by 65535, in float32. With ``in_ch: 1`` a colour image is converted with ``cv2.COLOR_BGR2GRAY`` on its integer
+    values; with ``in_ch: 3`` a gray image is repeated into 3 equal channels. Unreadable files raise ValueError.
+
+    Training noise: the gt crop (after ``augment``) gets ``torch.randn_like(gt) * sigma / 255`` added, without
+    clipping, from torch's global RNG (seeded by BasicSR; DataLoader workers get distinct seeds); with
+    ``sigma_range`` the per-sample sigma is ``lo + (hi - lo) * torch.rand(1)``.
+
+    Validation/test noise protocol (fixed, so that numbers compare across tools): whole images, no crop. Files
+    are sorted by name (for LMDB: by the names in ``meta_info.txt``); the image at position ``i`` (from 0) gets
+    ``lq = float32(float64(img) + numpy.random.default_rng(i + noise_seed_offset).normal(0, sigma / 255,
+    img.shape))``, no clipping, where ``img`` is the float32 [0, 1] image read as above, shaped ``H x W`` for gray
+    (no channel axis) and ``H x W x 3`` in RGB order for colour. :func:`add_validation_noise` implements it.
+    """
+
+    def __init__(self, opt: dict[str, Any]) -> None:
+        super().__init__()
+        self.opt = opt
+        phase = opt.get('phase')
+        if phase not in ('train', 'val', 'test'):
+            raise ValueError(
+                f"GaussianNoiseDataset: phase must be 'train', 'val' or 'test', got {phase!r}; "
+                'BasicSR sets it from the datasets key (train / val*), set it yourself when building by hand.'
+            )
+        self.train = phase == 'train'
+
+        in_ch = opt.get('in_ch', 1)
+        if not _is_int(in_ch) or in_ch not in (1, 3):
+            raise ValueError(f'GaussianNoiseDataset: in_ch must be 1 (gray) or 3 (colour), got {in_ch!r}.')
+        self.in_ch = int(in_ch)
+
+        self.sigma, self.sigma_range = _parse_sigma(opt, self.train)
+
+        self.noise_seed_offset = opt.get('noise_seed_offset', 0)
+        if not _is_int(self.noise_seed_offset):
+            raise ValueError(
+                f'GaussianNoiseDataset: noise_seed_offset must be an integer, got {self.noise_seed_offset!r}.'
+            )
+
+        if self.train:
+            self.gt_size = opt.get('gt_size')
+            if not _is_int(self.gt_size) or self.gt_size < 1:
+                raise ValueError(
+                    f'GaussianNoiseDataset: gt_size (training crop size) must be a positive integer, '
+                    f'got {self.gt_size!r}; e.g. gt_size: 64.'
+                )
+            self.use_hflip = bool(opt.get('use_hflip', False))
+            self.use_rot = bool(opt.get('use_rot', False))
+
+        self.io_backend_opt = dict(opt.get('io_backend') or {'type': 'disk'})
+        self.backend = self.io_backend_opt.pop('type', 'disk')
+        if self.backend not in ('disk', 'lmdb'):
+            raise ValueError(
+                f"GaussianNoiseDataset: io_backend type must be 'disk' or 'lmdb', got {self.backend!r}."
+            )
+
+        self.gt_folder = opt.get('dataroot_gt')
+        if not isinstance(self.gt_folder, (str, os.PathLike)) or not str(self.gt_folder):
+            raise ValueError(
+                f'GaussianNoiseDataset: dataroot_gt must be the path of a folder of clean images, '
+                f'got {self.gt_folder!r}.'
+            )
+        self.gt_folder = str(self.gt_folder)
+        if not osp.isdir(self.gt_folder):
+            raise FileNotFoundError(
+                f"GaussianNoiseDataset: dataroot_gt folder '{self.gt_folder}' does not exist (or is not a folder); "
+                'fix the path (relative paths start from the working directory).'
+            )
+        if self.backend == 'lmdb':
+            self.paths = self._paths_from_lmdb()
+            self.io_backend_opt['db_paths'] = [self.gt_folder]
+            self.io_backend_opt['client_keys'] = ['gt']
+        else:
+            self.paths = self._paths_from_folder()
+        self.file_client: FileClient | None = None
+
+    def _paths_from_folder(self) -> list[str]:
+        names = sorted(
+            entry.name
+            for entry in os.scandir(self.gt_folder)
+            if entry.is_file() and not entry.name.startswith('.') and entry.name.lower().endswith(IMG_EXTENSIONS)
+        )
+        if not names:
+            hint = (
+                ' It looks like an LMDB folder: set io_backend: {type: lmdb}.'
+                if osp.isfile(osp.join(self.gt_folder, 'meta_info.txt'))
+                else ' Sub-folders are not searched.'
+            )
+            raise FileNotFoundError(
+                f"GaussianNoiseDataset: dataroot_gt folder '{self.gt_folder}' holds no images "
+                f"({', '.join(IMG_EXTENSIONS)}).{hint}"
+            )
+        return [osp.join(self.gt_folder, name) for name in names]
+
+    def _paths_from_lmdb(self) -> list[str]:
+        meta = osp.join(self.gt_folder, 'meta_info.txt')
+        if not osp.isfile(meta):
+            raise FileNotFoundError(
+                f"GaussianNoiseDataset: dataroot_gt '{self.gt_folder}' has no meta_info.txt, so it is not a BasicSR "
+                'LMDB; build one with basicsr.utils.lmdb_util.make_lmdb_from_imgs, or use io_backend: {type: disk} '
+                'for an image folder.'
+            )
+        with open(meta) as fin:
+            names = sorted(line.rsplit(' ', 2)[0] for line in fin if line.strip())
+        if not names:
+            raise FileNotFoundError(
+                f"GaussianNoiseDataset: dataroot_gt LMDB '{self.gt_folder}' lists no images in meta_info.txt; "
+                'rebuild it with basicsr.utils.lmdb_util.make_lmdb_from_imgs.'
+            )
+        return [osp.splitext(name)[0] for name in names]
+
+    def _read(self, path: str) -> np.ndarray:
+        if self.file_client is None:  # opened lazily: LMDB handles must not cross DataLoader worker forks
+            self.file_client = FileClient(self.backend, **self.io_backend_opt)
+        content = self.file_client.get(path, 'gt')
+        if content is None:
+            raise FileNotFoundError(
+                f"GaussianNoiseDataset: key '{path}' is listed in meta_info.txt but missing from the LMDB "
+                f"'{self.gt_folder}'; rebuild the LMDB."
+            )
+        name = path if self.backend == 'disk' else f'{self.gt_folder}:{path}'
+        return _decode(content, name, self.in_ch)
+
+    def _random_crop(self, img: np.ndarray, path: str) -> np.ndarray:
+        h, w = img.shape[:2]
+        size = self.gt_size
+        if h < size or w < size:
+            raise ValueError(
+                f"GaussianNoiseDataset: image '{path}' is {h}x{w} (HxW), smaller than gt_size {size}x{size}; "
+                'lower gt_size or remove the image.'
+            )
+        top, left = random.randint(0, h - size), random.randint(0, w - size)
+        return img[top:top + size, left:left + size, :]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        path = self.paths[index]
+        img = self._read(path)
+        if self.train:
+            img = augment(self._random_crop(img, path), self.use_hflip, self.use_rot)
+            gt = img2tensor(img, bgr2rgb=False, float32=True)
+            if self.sigma_range is None:
+                sigma = self.sigma
+            else:
+                lo, hi = self.sigma_range
+                sigma = lo + (hi - lo) * torch.rand(1).item()
+            lq = gt + torch.randn_like(gt) * (sigma / 255.0)
+        else:
+            noisy = add_validation_noise(img[..., 0] if self.in_ch == 1 else img, self.sigma,
+                                         index + self.noise_seed_offset)
+            gt = img2tensor(img, bgr2rgb=False, float32=True)
+            lq = img2tensor(noisy.reshape(img.shape), bgr2rgb=False, float32=True)
+        return {'lq': lq, 'gt': gt, 'lq_path': path, 'gt_path': path}
+
+    def __len__(self) -> int:
+        return len(self.paths)

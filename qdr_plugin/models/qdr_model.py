@@ -1,0 +1,332 @@
+"""``QDRModel``: quantization-aware training with FP32 self-distillation, DFD and LMR, on basicsr's ``SRModel``.
+
+Stages (DESIGN.md section 3):
+
+A. FP32: ``train.fp32_warmup_iter`` iterations of plain FP32 training (or none, with ``path.pretrain_network_g``
+   an FP32 checkpoint).
+B. QAT: BatchNorm is folded, the teacher becomes a frozen FP32 copy of the network as it is now (self-distillation:
+   no foreign teacher), the student gets fake quantizers (``quant:`` block), activation step sizes are calibrated on
+   ``quant.calib_batches`` training batches, then the student trains with
+
+   ``L = w_rec * L_pix(student(x), gt) + w_kd * L_kd``,
+   ``L_kd = d(F_b(student, x), stopgrad(F_b(teacher, x)))``  (DFD: the bottleneck only, ``train.dfd_opt``)
+            ``+ [d(F_s(student, x), F_s(teacher, x)) for decoder stages s]``  (ablation ``dfd_opt.decoder_stages``)
+            ``+ d(student(x), teacher(x))``                              (ablation ``train.output_kd_opt``)
+
+   with ``w`` fixed (the losses' ``loss_weight``) or learned by LMR (``train.lmr_opt``).
+
+Checkpoints are basicsr's ``{'params': student}`` plus ``'params_teacher'`` (and ``'params_lmr'``) in the same file,
+so a QAT checkpoint reloads into an identical quantized network with its teacher. At the start of QAT the FP32
+network is also written to ``models/net_g_fp32.pth``.
+Validation logs the INT8 (fake-quant) student's metrics (``psnr``) and the FP32 teacher's (``psnr_fp32``) on the
+same images, and keeps the best student in ``models/net_g_best.pth``.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections import OrderedDict
+from copy import deepcopy
+
+import torch
+from basicsr.data import build_dataset
+from basicsr.losses import build_loss
+from basicsr.metrics import calculate_metric
+from basicsr.models.sr_model import SRModel
+from basicsr.utils import get_root_logger, tensor2img
+from basicsr.utils.registry import MODEL_REGISTRY
+from torch import nn
+
+from qdr_plugin.losses import LearnableMagnitudeReweighting
+from qdr_plugin.quant import (
+    QuantConfig,
+    calibrate,
+    fold_batchnorm,
+    is_quantized,
+    is_quantized_state_dict,
+    quantize_model,
+    quantizer_parameters,
+    set_quant_enabled,
+)
+from qdr_plugin.registry import register
+
+from .feature_capture import FeatureCapture
+
+DFD_KEYS = ('layer', 'decoder_stages', 'decoder_layers')
+
+
+def _loss_from_options(options: dict, ours: tuple[str, ...], key: str) -> nn.Module:
+    """A basicsr loss from an options block, minus our own keys."""
+    options = {k: v for k, v in options.items() if k not in ours}
+    if 'type' not in options:
+        raise ValueError(f'train.{key}.type is missing: the distance, e.g. L1Loss, MSELoss or CharbonnierLoss.')
+    return build_loss(options)
+
+
+@register(MODEL_REGISTRY)
+class QDRModel(SRModel):
+    """QDR quantization-aware training (see the module docstring)."""
+
+    def __init__(self, opt: dict):
+        self.quant_config = QuantConfig.from_options(opt.get('quant'))
+        self.net_t: nn.Module | None = None
+        self._checkpoint_extras: dict[str, dict] = {}
+        self._fp32_metrics: dict[str, dict[str, float]] = {}
+        self._fp32_pending: dict[str, float] | None = None
+        super().__init__(opt)
+
+    # ----------------------------------------------------------------------------------------------- loading
+    def load_network(self, net: nn.Module, load_path: str, strict: bool = True, param_key: str = 'params') -> None:
+        """basicsr's loader, plus: a quantized checkpoint first quantizes ``net`` so the keys match, and the
+        checkpoint's teacher / LMR state are kept for :meth:`init_training_settings`."""
+        checkpoint = torch.load(load_path, map_location='cpu', weights_only=True)
+        state = checkpoint.get(param_key, checkpoint.get('params', checkpoint))
+        bare = self.get_bare_model(net)
+        if is_quantized_state_dict(state) and not is_quantized(bare):
+            quantize_model(bare, self.quant_config)
+        self._checkpoint_extras = {k: checkpoint[k] for k in ('params_teacher', 'params_lmr') if k in checkpoint}
+        super().load_network(net, load_path, strict, param_key)
+
+    # ------------------------------------------------------------------------------------------------ set-up
+    def init_training_settings(self) -> None:
+        train_opt = self.opt['train']
+        if train_opt.get('ema_decay', 0) > 0:
+            raise ValueError('QDRModel does not support train.ema_decay yet: remove it (or set it to 0).')
+        self.fp32_warmup_iter = int(train_opt.get('fp32_warmup_iter', 0))
+        if self.fp32_warmup_iter < 0:
+            raise ValueError(f'train.fp32_warmup_iter must be >= 0, got {self.fp32_warmup_iter}.')
+        self.cri_dfd = self.cri_okd = self.lmr = None
+        if train_opt.get('dfd_opt'):
+            self.cri_dfd = _loss_from_options(train_opt['dfd_opt'], DFD_KEYS, 'dfd_opt')
+        if train_opt.get('output_kd_opt'):
+            self.cri_okd = _loss_from_options(train_opt['output_kd_opt'], (), 'output_kd_opt')
+        if train_opt.get('lmr_opt'):
+            if self.cri_dfd is None:
+                raise ValueError('train.lmr_opt balances reconstruction against DFD at the bottleneck: add train.dfd_opt.')
+            self.lmr = LearnableMagnitudeReweighting(**train_opt['lmr_opt'])
+            if 'params_lmr' in self._checkpoint_extras:
+                self.lmr.load_state_dict(self._checkpoint_extras['params_lmr'])
+        self.capture_s = self.capture_t = None
+        net = self.get_bare_model(self.net_g)
+        if is_quantized(net):  # a QAT checkpoint (resume or continued training): its teacher comes with it
+            if 'params_teacher' not in self._checkpoint_extras:
+                raise ValueError(
+                    'path.pretrain_network_g is a quantized checkpoint without its FP32 teacher (params_teacher); '
+                    'start QAT from the FP32 checkpoint instead (e.g. models/net_g_fp32.pth).'
+                )
+            teacher = deepcopy(net)
+            set_quant_enabled(teacher, False)
+            teacher.load_state_dict(self._checkpoint_extras['params_teacher'], strict=False)
+            self._set_teacher(teacher)
+        elif self.fp32_warmup_iter == 0:
+            self._start_qat()
+        super().init_training_settings()
+
+    def _set_teacher(self, teacher: nn.Module) -> None:
+        teacher.eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+        self.net_t = teacher
+        layers = self._distill_layers()
+        if layers:
+            self.capture_s = FeatureCapture(self.get_bare_model(self.net_g), layers, 'train.dfd_opt.layer')
+            self.capture_t = FeatureCapture(teacher, layers, 'train.dfd_opt.layer')
+
+    def _distill_layers(self) -> list[str]:
+        dfd_opt = self.opt['train'].get('dfd_opt')
+        if not dfd_opt:
+            return []
+        net = self.get_bare_model(self.net_g)
+        layer = dfd_opt.get('layer') or getattr(net, 'dfd_layer', None)
+        if layer is None:
+            raise ValueError(
+                f'train.dfd_opt.layer is not set and {type(net).__name__} names no bottleneck (dfd_layer): set it to '
+                'the module whose output is the bottleneck, e.g. layer: body.8.'
+            )
+        layers = [layer] if isinstance(layer, str) else list(layer)
+        if dfd_opt.get('decoder_stages'):
+            decoder = dfd_opt.get('decoder_layers') or getattr(net, 'decoder_layers', None)
+            if not decoder:
+                raise ValueError('train.dfd_opt.decoder_stages needs decoder_layers: the decoder modules to distil.')
+            layers += [d for d in decoder if d not in layers]
+        return layers
+
+    def _calibration_batches(self) -> list[torch.Tensor]:
+        dataset_opt = deepcopy(self.opt['datasets']['train'])
+        dataset = build_dataset(dataset_opt)
+        generator = torch.Generator().manual_seed(self.opt.get('manual_seed') or 0)
+        loader = torch.utils.data.DataLoader(
+            dataset, batch_size=dataset_opt['batch_size_per_gpu'], shuffle=True, generator=generator, drop_last=False
+        )
+        batches = []
+        for batch in loader:
+            batches.append(batch['lq'].to(self.device))
+            if len(batches) == self.quant_config.calib_batches:
+                break
+        return batches
+
+    def _start_qat(self, current_iter: int = 0) -> None:
+        """Fold BatchNorm, snapshot the FP32 teacher, quantize and calibrate the student."""
+        logger = get_root_logger()
+        net = self.get_bare_model(self.net_g)
+        if self.quant_config.fold_bn:
+            fold_batchnorm(net)
+        if current_iter > 0:
+            self.save_network(net, 'net_g', 'fp32')
+        teacher = deepcopy(net)
+        quantize_model(net, self.quant_config)
+        self._set_teacher(teacher)
+        if hasattr(self, 'best_metric_results'):  # the best checkpoint is the best *quantized* student
+            del self.best_metric_results
+        cfg = self.quant_config
+        n = calibrate(net, self._calibration_batches(), cfg.calibration, cfg.percentile)
+        logger.info(f'QAT starts at iter {current_iter}: {n} activation quantizers calibrated ({cfg.calibration}).')
+
+    def setup_optimizers(self) -> None:
+        """One optimizer, two groups: weights (``optim_g`` as given) and step sizes (no weight decay)."""
+        optim_opt = deepcopy(self.opt['train']['optim_g'])
+        optim_type = optim_opt.pop('type')
+        net = self.get_bare_model(self.net_g)
+        steps = {id(p) for p in quantizer_parameters(net)}
+        weights = [p for p in net.parameters() if p.requires_grad and id(p) not in steps]
+        groups = [{'params': weights}]
+        if steps:
+            groups.append({'params': quantizer_parameters(net), 'weight_decay': 0.0})
+        self.optimizer_g = self.get_optimizer(optim_type, groups, **optim_opt)
+        self.optimizers.append(self.optimizer_g)
+
+    def get_optimizer(self, optim_type: str, params, lr: float, **kwargs) -> torch.optim.Optimizer:
+        optimizers = {'Adam': torch.optim.Adam, 'AdamW': torch.optim.AdamW, 'SGD': torch.optim.SGD}
+        if optim_type not in optimizers:
+            raise ValueError(f'train.optim_g.type must be one of {list(optimizers)}, got {optim_type!r}.')
+        return optimizers[optim_type](params, lr, **kwargs)
+
+    def setup_schedulers(self) -> None:
+        train_opt = deepcopy(self.opt['train'])
+        self.opt['train'], saved = train_opt, self.opt['train']
+        try:
+            super().setup_schedulers()
+        finally:
+            self.opt['train'] = saved
+
+    def _restart_optimization(self, current_iter: int) -> None:
+        """New optimizer and schedulers after the quantizers appear; schedulers resume at ``current_iter``."""
+        self.optimizers, self.schedulers = [], []
+        self.setup_optimizers()
+        self.setup_schedulers()
+        with warnings.catch_warnings():  # stepping a scheduler before its optimizer is the point here
+            warnings.simplefilter('ignore', UserWarning)
+            for scheduler in self.schedulers:
+                for _ in range(current_iter - 1):
+                    scheduler.step()
+
+    # -------------------------------------------------------------------------------------------- training
+    def optimize_parameters(self, current_iter: int) -> None:
+        if self.net_t is None and current_iter > self.fp32_warmup_iter:
+            self._start_qat(current_iter)
+            self._restart_optimization(current_iter)
+        self.optimizer_g.zero_grad()
+        self.output = self.net_g(self.lq)
+        loss_dict = OrderedDict()
+        l_rec = self.cri_pix(self.output, self.gt)
+        loss_dict['l_pix'] = l_rec
+        l_kd, bottleneck = self._distillation_loss(loss_dict)
+        if l_kd is None:
+            l_total = l_rec
+        elif self.lmr is not None:
+            l_total = self.lmr.combine(l_rec, l_kd, bottleneck)
+        else:
+            l_total = l_rec + l_kd
+        if not torch.isfinite(l_total):
+            values = {k: float(v) for k, v in loss_dict.items()}
+            raise FloatingPointError(
+                f'QDRModel: the loss is not finite at iter {current_iter} ({values}); nothing was saved for this '
+                'iteration. Lower train.optim_g.lr, check the training images, or resume from the last checkpoint.'
+            )
+        l_total.backward()
+        self.optimizer_g.step()
+        self.log_dict = self.reduce_loss_dict(loss_dict)
+        if l_kd is not None and self.lmr is not None:
+            self.lmr.step()
+            self.log_dict.update(self.lmr.log_values())
+
+    def _distillation_loss(self, loss_dict: OrderedDict) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """``L_kd`` (DFD + optional decoder / output KD) and the student bottleneck, or ``(None, None)``."""
+        if self.net_t is None or (self.cri_dfd is None and self.cri_okd is None):
+            return None, None
+        with torch.no_grad():
+            teacher_out = self.net_t(self.lq)
+        l_kd, bottleneck = 0.0, None
+        if self.cri_dfd is not None:
+            student, teacher = self.capture_s.pop(), self.capture_t.pop()
+            layers = list(student)
+            bottleneck = student[layers[0]]
+            l_dfd = sum(self.cri_dfd(student[name], teacher[name]) for name in layers)
+            loss_dict['l_dfd'] = l_dfd
+            l_kd = l_kd + l_dfd
+        if self.cri_okd is not None:
+            l_okd = self.cri_okd(self.output, teacher_out)
+            loss_dict['l_okd'] = l_okd
+            l_kd = l_kd + l_okd
+        return l_kd, bottleneck
+
+    # ------------------------------------------------------------------------------------------ validation
+    def test(self) -> None:
+        super().test()
+        if self._fp32_pending is not None and hasattr(self, 'gt'):
+            self.net_t.eval()
+            with torch.no_grad():
+                fp32_img = tensor2img([self.net_t(self.lq).detach().cpu()])
+            metric_data = {'img': fp32_img, 'img2': tensor2img([self.gt.detach().cpu()])}
+            for name, metric_opt in self.opt['val']['metrics'].items():
+                self._fp32_pending[name] += calculate_metric(metric_data, metric_opt)
+            self._fp32_pending['_count'] += 1
+        if self.capture_s is not None:
+            self.capture_s.pop()
+            self.capture_t.pop()
+
+    def nondist_validation(self, dataloader, current_iter, tb_logger, save_img) -> None:
+        name = dataloader.dataset.opt['name']
+        metrics = self.opt['val'].get('metrics')
+        if self.net_t is not None and metrics and name not in self._fp32_metrics:
+            self._fp32_pending = dict.fromkeys([*metrics, '_count'], 0.0)  # the frozen teacher is scored once
+        super().nondist_validation(dataloader, current_iter, tb_logger, save_img)
+
+    def _log_validation_metric_values(self, current_iter, dataset_name, tb_logger) -> None:
+        super()._log_validation_metric_values(current_iter, dataset_name, tb_logger)
+        if self._fp32_pending is not None:
+            count = max(self._fp32_pending.pop('_count'), 1)
+            self._fp32_metrics[dataset_name] = {k: v / count for k, v in self._fp32_pending.items()}
+            self._fp32_pending = None
+        fp32 = self._fp32_metrics.get(dataset_name)
+        if fp32 is not None:
+            int8 = self.metric_results
+            lines = [f'\t # {k}_fp32: {v:.4f}\t(INT8 - FP32: {int8[k] - v:+.4f})' for k, v in fp32.items()]
+            get_root_logger().info(f'Validation {dataset_name} FP32 teacher\n' + '\n'.join(lines))
+            if tb_logger:
+                for k, v in fp32.items():
+                    tb_logger.add_scalar(f'metrics/{dataset_name}/{k}_fp32', v, current_iter)
+        self._save_best(dataset_name, current_iter)
+
+    def _save_best(self, dataset_name: str, current_iter) -> None:
+        if self.net_t is None or not isinstance(current_iter, int) or not hasattr(self, 'best_metric_results'):
+            return
+        first_metric = next(iter(self.best_metric_results[dataset_name].values()))
+        if first_metric['iter'] == current_iter and math.isfinite(first_metric['val']):
+            self._save_networks('best')
+
+    # ------------------------------------------------------------------------------------------------ saving
+    def _save_networks(self, current_iter) -> None:
+        nets, keys = [self.net_g], ['params']
+        if self.net_t is not None:
+            nets.append(self.net_t)
+            keys.append('params_teacher')
+        if self.lmr is not None:
+            nets.append(self.lmr)
+            keys.append('params_lmr')
+        self.save_network(nets, 'net_g', current_iter, param_key=keys)
+
+    def save(self, epoch: int, current_iter: int) -> None:
+        self._save_networks(current_iter)
+        self.save_training_state(epoch, current_iter)

@@ -1,0 +1,28 @@
+"""The quantization engine: plain PyTorch, no basicsr.
+
+    model = quantize_model(model, QuantConfig(weight_bits=8, act_bits=8))
+    calibrate(model, batches)          # initial activation step sizes
+    ... train: LSQ step sizes and weights learn together ...
+"""
+
+from .bn_fold import fold_batchnorm, fold_conv_bn
+from .calibration import calibrate
+from .config import QuantConfig
+from .convert import (
+    is_quantized,
+    is_quantized_state_dict,
+    quantize_model,
+    quantizer_parameters,
+    quantizers,
+    set_quant_enabled,
+)
+from .fake_quant import ActQuantizer, FakeQuantizer, WeightQuantizer, lsq_fake_quant
+from .modules import QuantAdd, QuantConcat, QuantConv2d, QuantConvTranspose2d, QuantLinear, QuantMul
+from .ops import Add, Concat, Mul
+
+__all__ = [
+    'ActQuantizer', 'Add', 'Concat', 'FakeQuantizer', 'Mul', 'QuantAdd', 'QuantConcat', 'QuantConfig',
+    'QuantConv2d', 'QuantConvTranspose2d', 'QuantLinear', 'QuantMul', 'WeightQuantizer', 'calibrate',
+    'fold_batchnorm', 'fold_conv_bn', 'is_quantized', 'is_quantized_state_dict', 'lsq_fake_quant',
+    'quantize_model', 'quantizer_parameters', 'quantizers', 'set_quant_enabled',
+]

@@ -1,0 +1,91 @@
+"""Turn a float network into a fake-quantized one: :func:`quantize_model`, and helpers around it."""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+from typing import Iterator, Mapping
+
+import torch
+from torch import nn
+
+from .bn_fold import fold_batchnorm
+from .config import QuantConfig
+from .fake_quant import FakeQuantizer
+from .modules import FLOAT_TO_QUANT
+
+logger = logging.getLogger(__name__)
+
+QUANTIZER_STATE_SUFFIXES = ('.step', '.zero_point', '.initialized')
+
+
+def _kept_fp32(name: str, patterns: list[str]) -> bool:
+    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def quantize_model(model: nn.Module, config: QuantConfig | None = None) -> nn.Module:
+    """Fold BatchNorm, then replace every ``Conv2d`` / ``ConvTranspose2d`` / ``Linear`` and every
+    :mod:`qdr_plugin.quant.ops` point (``Add``, ``Mul``, ``Concat``) by its quantized counterpart, in place.
+
+    Modules whose name matches a ``config.keep_fp32`` pattern stay float. Weight step sizes are initialised here;
+    activation step sizes need :func:`qdr_plugin.quant.calibrate` (or a checkpoint). Returns ``model``.
+
+    Raises ``ValueError`` when nothing could be quantized or a BatchNorm is left that could not be folded.
+    """
+    config = config or QuantConfig()
+    if is_quantized(model):
+        raise ValueError('quantize_model: the network is already quantized.')
+    if config.fold_bn:
+        fold_batchnorm(model)
+    converted = 0
+    for parent_name, parent in list(model.named_modules()):
+        for child_name, child in list(parent.named_children()):
+            full_name = f'{parent_name}.{child_name}' if parent_name else child_name
+            quant_cls = FLOAT_TO_QUANT.get(type(child))
+            if quant_cls is None or _kept_fp32(full_name, config.keep_fp32):
+                continue
+            setattr(parent, child_name, quant_cls.from_float(child, config))
+            converted += 1
+    if converted == 0:
+        raise ValueError(
+            f'quantize_model: {type(model).__name__} has no Conv2d, ConvTranspose2d or Linear layer outside '
+            f'keep_fp32={config.keep_fp32}; there is nothing to quantize.'
+        )
+    leftover = [n for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if leftover:
+        raise ValueError(
+            f'quantize_model: BatchNorm layers {leftover} do not directly follow a Conv2d in an nn.Sequential and '
+            'cannot be folded; fold them into the arch before QAT, or set quant.fold_bn and restructure the arch.'
+        )
+    logger.info('quantize_model: %d layers quantized (%d-bit weights, %d-bit activations, %s).',
+                converted, config.weight_bits, config.act_bits,
+                'symmetric' if config.act_symmetric else 'asymmetric')
+    return model
+
+
+def quantizers(model: nn.Module) -> Iterator[tuple[str, FakeQuantizer]]:
+    """Every fake quantizer in ``model`` with its name."""
+    for name, module in model.named_modules():
+        if isinstance(module, FakeQuantizer):
+            yield name, module
+
+
+def is_quantized(model: nn.Module) -> bool:
+    """Whether ``model`` holds any fake quantizer."""
+    return next(quantizers(model), None) is not None
+
+
+def is_quantized_state_dict(state_dict: Mapping[str, torch.Tensor]) -> bool:
+    """Whether a state dict was saved from a quantized network (it holds quantizer state)."""
+    return any(k.endswith('.initialized') and (k[: -len('.initialized')] + '.step') in state_dict for k in state_dict)
+
+
+def set_quant_enabled(model: nn.Module, enabled: bool) -> None:
+    """Switch every quantizer on or off (off: the network computes in FP32 with the same weights)."""
+    for _, q in quantizers(model):
+        q.enabled = enabled
+
+
+def quantizer_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The learnable step sizes and zero points (they want no weight decay)."""
+    return [p for _, q in quantizers(model) for p in q.parameters(recurse=False) if p.requires_grad]

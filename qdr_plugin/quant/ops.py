@@ -1,0 +1,34 @@
+"""Float tensor operations as modules, so :func:`qdr_plugin.quant.quantize_model` can find and quantize them.
+
+An arch that writes ``self.add = Add()`` and ``y = self.add(a, b)`` instead of ``a + b`` gets quantized inputs on
+both operands after conversion (TensorRT wants Q/DQ on both inputs of a residual add). Before conversion these are
+exactly ``a + b``, ``a * b`` and ``torch.cat``.
+"""
+
+import torch
+from torch import nn
+
+
+class Add(nn.Module):
+    """``a + b``."""
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return a + b
+
+
+class Mul(nn.Module):
+    """``a * b`` (element-wise, broadcasting)."""
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return a * b
+
+
+class Concat(nn.Module):
+    """``torch.cat(tensors, dim)``."""
+
+    def __init__(self, dim: int = 1):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
+        return torch.cat(tensors, self.dim)
