@@ -1,0 +1,63 @@
+"""The ablation table: INT8 (fake-quant) vs its own FP32 teacher on one validation set, for each QDR experiment.
+
+Each experiment is a finished ``basicsr train`` run; its checkpoint ``experiments/<name>/models/net_g_latest.pth``
+holds the quantized student and the FP32 teacher, and its options file (copied by basicsr into the experiment
+folder) gives the network, the quantization and the validation set.
+
+    python benchmarks/qat_ablation.py --name bsd68_ablation ablation_bsd68_ptq ablation_bsd68_qat ...
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import qdr_plugin  # noqa: F401  (registers the plugin)
+from basicsr.data import build_dataset
+
+from common import command_line, load_options, markdown_table, write_results
+from qdr_plugin.utils.checkpoint import load_networks
+from qdr_plugin.utils.evaluation import evaluate
+
+
+def _options_file(experiment: Path) -> Path:
+    files = sorted(experiment.glob('*.yml'))
+    if not files:
+        raise FileNotFoundError(f'{experiment} has no options file: is it a basicsr experiment folder?')
+    return files[0]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('experiments', nargs='+', help='experiment names under experiments/')
+    parser.add_argument('--name', default='qat_ablation', help='results file name (benchmarks/results/<name>.json)')
+    parser.add_argument('--checkpoint', default='net_g_latest.pth')
+    args = parser.parse_args()
+
+    rows, teacher_scores = [], {}
+    for name in args.experiments:
+        folder = Path('experiments') / name
+        opt = load_options(_options_file(folder))
+        val_opt = next(v for k, v in opt['datasets'].items() if k.startswith('val'))
+        dataset = build_dataset(val_opt)
+        student, teacher = load_networks(opt['network_g'], opt.get('quant'), str(folder / 'models' / args.checkpoint))
+        int8 = evaluate(student, dataset, desc=f'{name} int8')
+        teacher_key = opt['path'].get('pretrain_network_g') or name  # ablations share one FP32 start: score it once
+        if teacher_key not in teacher_scores:
+            teacher_scores[teacher_key] = evaluate(teacher, dataset, desc=f'{name} fp32') if teacher else None
+        fp32 = teacher_scores[teacher_key]
+        row = {'experiment': name, 'dataset': val_opt['name'], 'sigma': val_opt.get('sigma'),
+               'iters': opt['train']['total_iter'], 'psnr_int8': int8['psnr'], 'ssim_int8': int8['ssim']}
+        if fp32 is not None:
+            row.update(psnr_fp32=fp32['psnr'], ssim_fp32=fp32['ssim'], drop_db=fp32['psnr'] - int8['psnr'],
+                       retention=int8['psnr'] / fp32['psnr'])
+        rows.append(row)
+        print(markdown_table([row], list(row)))
+    columns = ['experiment', 'dataset', 'sigma', 'iters', 'psnr_fp32', 'psnr_int8', 'drop_db', 'retention',
+               'ssim_fp32', 'ssim_int8']
+    print(markdown_table(rows, columns))
+    print('wrote', write_results(args.name, rows, command_line()))
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,33 @@
+"""Rebuild the networks of a QDR checkpoint (``{'params': student, 'params_teacher': FP32 teacher}``) outside basicsr's
+model classes, for tools and benchmarks."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+from basicsr.archs import build_network
+from torch import nn
+
+from qdr_plugin.quant import QuantConfig, fold_batchnorm, is_quantized_state_dict, quantize_model
+
+
+def load_networks(
+    network_opt: Mapping[str, Any], quant_opt: Mapping[str, Any] | None, path: str
+) -> tuple[nn.Module, nn.Module | None]:
+    """``(student, teacher)`` in eval mode; the student is quantized when the checkpoint is, ``teacher`` is ``None``
+    for a plain FP32 checkpoint."""
+    checkpoint = torch.load(path, map_location='cpu', weights_only=True)
+    if 'params' not in checkpoint:
+        raise ValueError(f"{path} is not a basicsr checkpoint: it has no 'params' key (keys: {list(checkpoint)}).")
+    student = build_network(dict(network_opt))
+    if is_quantized_state_dict(checkpoint['params']):
+        quantize_model(student, QuantConfig.from_options(quant_opt))
+    student.load_state_dict(checkpoint['params'])
+    teacher = None
+    if 'params_teacher' in checkpoint:
+        teacher = build_network(dict(network_opt))
+        fold_batchnorm(teacher)  # the teacher was saved after folding
+        teacher.load_state_dict(checkpoint['params_teacher'])
+        teacher.eval()
+    return student.eval(), teacher

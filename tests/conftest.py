@@ -1,0 +1,97 @@
+"""Shared fixtures: tiny image folders and tiny QDR options, so tests go through the real basicsr paths fast."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+
+import qdr_plugin  # noqa: F401  (registers the plugin, applies the torchvision alias)
+
+TINY_OPTIONS = {
+    'name': 'tiny',
+    'model_type': 'QDRModel',
+    'num_gpu': 0,
+    'manual_seed': 0,
+    'quant': {'bits': 8, 'calib_batches': 2},
+    'datasets': {
+        'train': {
+            'name': 'tiny_train', 'type': 'GaussianNoiseDataset', 'dataroot_gt': 'images/train', 'in_ch': 1,
+            'sigma': 25, 'gt_size': 16, 'use_hflip': True, 'use_rot': True, 'num_worker_per_gpu': 0,
+            'batch_size_per_gpu': 2, 'dataset_enlarge_ratio': 4,
+        },
+        'val': {'name': 'tiny_val', 'type': 'GaussianNoiseDataset', 'dataroot_gt': 'images/val', 'in_ch': 1,
+                'sigma': 25},
+    },
+    'network_g': {'type': 'EFM', 'in_ch': 1, 'width': 4, 'depth': 2},
+    'path': {'pretrain_network_g': None, 'strict_load_g': True},
+    'train': {
+        'fp32_warmup_iter': 1,
+        'optim_g': {'type': 'Adam', 'lr': 1e-3},
+        'scheduler': {'type': 'MultiStepLR', 'milestones': [100], 'gamma': 0.5},
+        'total_iter': 3,
+        'warmup_iter': -1,
+        'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0},
+        'dfd_opt': {'type': 'L1Loss', 'loss_weight': 1.0},
+        'lmr_opt': {'type': 'gradnorm'},
+    },
+    'val': {'val_freq': 3, 'save_img': False,
+            'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': 0, 'test_y_channel': False}}},
+    'logger': {'print_freq': 1, 'save_checkpoint_freq': 3, 'use_tb_logger': False},
+}
+
+
+def _write_images(folder: Path, count: int, size: tuple[int, int], seed: int) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0 : size[0], 0 : size[1]]
+    for i in range(count):
+        img = 128 + 60 * np.sin(xx / (3 + i)) * np.cos(yy / (4 + i)) + rng.normal(0, 5, size)
+        cv2.imwrite(str(folder / f'{i:03d}.png'), np.clip(img, 0, 255).astype(np.uint8))
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A working directory with ``images/train`` (4 x 24x24) and ``images/val`` (2 x 20x28), as cwd."""
+    _write_images(tmp_path / 'images' / 'train', 4, (24, 24), 0)
+    _write_images(tmp_path / 'images' / 'val', 2, (20, 28), 1)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def _merge(base: dict, overrides: dict) -> dict:
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        elif value is _DELETE:
+            base.pop(key, None)
+        else:
+            base[key] = value
+    return base
+
+
+_DELETE = object()
+
+
+@pytest.fixture
+def delete_key() -> object:
+    """Sentinel: an override value that removes the key."""
+    return _DELETE
+
+
+@pytest.fixture
+def write_options(workdir: Path):
+    """``write_options(name=..., **overrides) -> Path`` of a tiny options YAML in ``workdir``."""
+
+    def write(name: str = 'tiny', **overrides) -> Path:
+        options = _merge(copy.deepcopy(TINY_OPTIONS), overrides)
+        options['name'] = name
+        path = workdir / f'{name}.yml'
+        path.write_text(yaml.safe_dump(options, sort_keys=False))
+        return path
+
+    return write

@@ -1,0 +1,120 @@
+"""QDRModel through basicsr's real training loop (``basicsr train``), one short run per ablation switch."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from basicsr.models import build_model
+from basicsr.utils.options import parse_options
+
+from qdr_plugin.cli import main
+from qdr_plugin.quant import QuantConv2d, is_quantized, is_quantized_state_dict
+
+ABLATIONS = {
+    'plain_qat': {'train': {'dfd_opt': None, 'lmr_opt': None}},
+    'output_kd': {'train': {'dfd_opt': None, 'lmr_opt': None, 'output_kd_opt': {'type': 'L1Loss'}}},
+    'decoder_kd': {'train': {'lmr_opt': None, 'dfd_opt': {'type': 'MSELoss', 'decoder_stages': True}}},
+    'qdr_fixed': {'train': {'lmr_opt': None}},
+    'qdr_lmr': {},
+    'qdr_lmr_uncertainty': {'train': {'lmr_opt': {'type': 'uncertainty'}}},
+    'qdr_no_warmup_4bit': {'quant': {'bits': 4, 'calibration': 'mse'}, 'train': {'fp32_warmup_iter': 0}},
+    'qdr_asymmetric': {'quant': {'act_symmetric': False, 'calibration': 'max'}},
+}
+
+
+def _train(yml: Path) -> Path:
+    main(['train', '-opt', str(yml)])
+    return Path('experiments') / yml.stem / 'models'
+
+
+def _parse(yml: Path, is_train: bool, monkeypatch: pytest.MonkeyPatch) -> dict:
+    monkeypatch.setattr(sys, 'argv', ['basicsr', '-opt', str(yml)])
+    opt, _ = parse_options(str(yml.parent), is_train=is_train)
+    return opt
+
+
+@pytest.mark.parametrize('variant', sorted(ABLATIONS))
+def test_three_iterations_per_ablation(variant, write_options, delete_key):
+    overrides = copy.deepcopy(ABLATIONS[variant])
+    train = overrides.get('train', {})
+    has_lmr = train.get('lmr_opt', 'default') is not None
+    warmup = train.get('fp32_warmup_iter', 1) > 0
+    for key, value in train.items():
+        if value is None:
+            train[key] = delete_key
+    models = _train(write_options(variant, **overrides))
+    checkpoint = torch.load(models / 'net_g_latest.pth', weights_only=True)
+    assert is_quantized_state_dict(checkpoint['params'])
+    assert not is_quantized_state_dict(checkpoint['params_teacher'])
+    assert ('params_lmr' in checkpoint) == has_lmr
+    assert (models / 'net_g_best.pth').is_file()
+    if warmup:
+        fp32 = torch.load(models / 'net_g_fp32.pth', weights_only=True)['params']
+        teacher = checkpoint['params_teacher']
+        assert all(torch.equal(fp32[k], teacher[k]) for k in fp32)  # the teacher is the frozen FP32 snapshot
+
+
+def test_checkpoint_reloads_into_identical_quantized_network(write_options, monkeypatch):
+    yml = write_options('reload')
+    _train(yml)
+    ckpt = Path('experiments/reload/models/net_g_latest.pth').resolve()
+    test_yml = write_options('reload_test', path={'pretrain_network_g': str(ckpt)})
+    model = build_model(_parse(test_yml, False, monkeypatch))
+    net = model.net_g
+    assert is_quantized(net) and any(isinstance(m, QuantConv2d) for m in net.modules())
+    saved = torch.load(ckpt, weights_only=True)['params']
+    reloaded = net.state_dict()
+    assert saved.keys() == reloaded.keys()
+    assert all(torch.equal(saved[k], reloaded[k]) for k in saved)
+
+    second = build_model(_parse(test_yml, False, monkeypatch)).net_g
+    x = torch.rand(1, 1, 21, 30)
+    net.eval()
+    second.eval()
+    with torch.no_grad():
+        assert torch.equal(net(x), second(x))
+
+
+def test_qat_checkpoint_continues_training_with_its_teacher(write_options, delete_key):
+    _train(write_options('first'))
+    ckpt = str(Path('experiments/first/models/net_g_latest.pth').resolve())
+    models = _train(write_options('second', path={'pretrain_network_g': ckpt}, train={'fp32_warmup_iter': 0}))
+    first = torch.load(ckpt, weights_only=True)
+    second = torch.load(models / 'net_g_latest.pth', weights_only=True)
+    assert all(torch.equal(first['params_teacher'][k], second['params_teacher'][k]) for k in first['params_teacher'])
+
+
+def test_non_finite_loss_stops_with_clear_message(write_options):
+    yml = write_options('nan', train={'optim_g': {'lr': float('inf')}, 'total_iter': 3, 'fp32_warmup_iter': 0})
+    with pytest.raises(FloatingPointError, match='not finite'):
+        _train(yml)
+    assert not list(Path('experiments/nan/models').glob('*.pth'))
+
+
+def test_dfd_layer_must_exist(write_options):
+    yml = write_options('badlayer', train={'dfd_opt': {'type': 'L1Loss', 'layer': 'botleneck'}, 'fp32_warmup_iter': 0})
+    with pytest.raises(ValueError, match="bottleneck"):
+        _train(yml)
+
+
+def test_lmr_without_dfd_is_refused(write_options, delete_key):
+    yml = write_options('lmr_alone', train={'dfd_opt': delete_key})
+    with pytest.raises(ValueError, match='dfd_opt'):
+        _train(yml)
+
+
+def test_cli_train_logs_int8_and_fp32_psnr(write_options, workdir):
+    yml = write_options('cli_run', logger={'use_tb_logger': True})
+    result = subprocess.run(
+        [sys.executable, '-m', 'qdr_plugin', 'train', '-opt', str(yml)], cwd=workdir, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = next((workdir / 'experiments' / 'cli_run').glob('train_cli_run_*.log')).read_text()
+    assert '# psnr:' in log and '# psnr_fp32:' in log and 'lmr_w_kd' in log
+    assert list((workdir / 'tb_logger' / 'cli_run').glob('events.out.tfevents.*'))
+    assert (workdir / 'experiments' / 'cli_run' / 'models' / 'net_g_latest.pth').is_file()
