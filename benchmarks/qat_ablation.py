@@ -12,10 +12,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import qdr_plugin  # noqa: F401  (registers the plugin)
 from basicsr.data import build_dataset
-
 from common import command_line, load_options, markdown_table, write_results
+
+import qdr_plugin  # noqa: F401  (registers the plugin)
 from qdr_plugin.utils.checkpoint import load_networks
 from qdr_plugin.utils.evaluation import evaluate
 

@@ -13,12 +13,12 @@ import copy
 import statistics
 import time
 
-import qdr_plugin  # noqa: F401  (registers the plugin)
 import torch
 from basicsr.data import build_dataset
 from basicsr.models import build_model
-
 from common import command_line, load_options, markdown_table, write_results
+
+import qdr_plugin  # noqa: F401  (registers the plugin)
 
 
 def _variants(opt: dict) -> dict[str, dict]:

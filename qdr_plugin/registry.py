@@ -6,7 +6,8 @@ basicsr's ``Registry.register`` asserts that a name is new. A plugin module can 
 refuses a *different* object under a taken name (that is a real clash with another plugin).
 """
 
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 T = TypeVar('T')
 

@@ -246,8 +246,9 @@ def test_quantized_output_close_to_float_and_4bit_worse_than_8bit(symmetric):
         ref = float_model(x)
     errors = {}
     for bits in (8, 4):
-        model = quantize_model(copy.deepcopy(float_model), QuantConfig(weight_bits=bits, act_bits=bits,
-                                                                     act_symmetric=symmetric))
+        model = quantize_model(
+            copy.deepcopy(float_model), QuantConfig(weight_bits=bits, act_bits=bits, act_symmetric=symmetric)
+        )
         assert calibrate(model, calib, method='max') == 7 + 2 * 2 + 1  # 7 layers, Add, Mul (2 each), Concat
         with torch.no_grad():
             out = model(x)
@@ -291,7 +292,7 @@ def test_state_dict_round_trip(tmp_path, symmetric):
     x = _input(12)
     with torch.no_grad():
         assert torch.equal(fresh(x), model(x))
-    pairs = list(zip(quantizers(model), quantizers(fresh)))
+    pairs = list(zip(quantizers(model), quantizers(fresh), strict=True))
     assert len(pairs) == 19
     for (name, q), (fresh_name, fq) in pairs:
         assert name == fresh_name

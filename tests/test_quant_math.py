@@ -2,12 +2,11 @@
 
 Every expected value is computed by hand in float64 from the formulas of the fake_quant module docstring:
 
-    v = x / s + z,   q = clamp(round(v), qmin, qmax),   y = (q - z) * s,   I = [qmin <= v <= qmax]
+    v = x / s + z,   q = clamp(round(v), qmin, qmax),   y = (q - z) * s,   I = [qmin <= round(v) <= qmax]
     dy/dx = I,   dy/ds = g * (q - v if I else q - z),   dy/dz = g * (0 if I else -s)
 
 Rounding makes ``torch.autograd.gradcheck`` meaningless here, so the gradients are checked against these formulas.
-Test inputs keep away from rounding ties and from the half-step bands just outside the range (where the two
-implementations use different conventions, see the xfail tests at the end of the gradient section).
+Test inputs keep away from rounding ties; the half-step bands at the ends of the range are tested on their own.
 """
 
 from __future__ import annotations
@@ -212,9 +211,7 @@ def test_per_channel_gradients_match_lsq(axis):
     assert 0 < inside.sum() < x.numel()
     assert torch.equal(x.grad, upstream * inside)
     assert steps.grad.shape == (channels,)
-    torch.testing.assert_close(
-        steps.grad.to(F64), _per_channel(grad_s, axis), rtol=0, atol=float(2e-6 * size_s.sum())
-    )
+    torch.testing.assert_close(steps.grad.to(F64), _per_channel(grad_s, axis), rtol=0, atol=float(2e-6 * size_s.sum()))
     # every channel has its own, different, gradient
     assert len(set(steps.grad.tolist())) == channels
 
@@ -268,11 +265,11 @@ def test_quantizers_use_lsq_gradient_scale(kind):
 
 
 def _edge_gradients(path):
-    """Gradients at the top edge of the range for ``v = x/s`` = qmax (exactly), qmax + 0.2 and qmax + 0.4,
+    """Gradients at the top edge of the range for ``v = x/s`` in (qmax, qmax + 0.2, qmax + 0.4, qmax + 0.6),
     one element at a time, through the symmetric path or the ATen per-tensor path (zero point 0)."""
     s, qmin, qmax = 0.5, -128, 127
     out = []
-    for v in (127.0, 127.2, 127.4):
+    for v in (127.0, 127.2, 127.4, 127.6):
         x = torch.tensor([v * s], requires_grad=True)
         step = torch.tensor([s], requires_grad=True)
         zero = None if path == 'symmetric' else torch.zeros(1)
@@ -281,36 +278,13 @@ def _edge_gradients(path):
     return out
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason='engine: _SymmetricLSQ uses hardtanh_backward, whose range test is strict (qmin < v < qmax); the '
-    'docstring has I = [qmin <= v <= qmax]. At v == qmax exactly it gives dy/dx = 0 and dy/ds = g*qmax instead of '
-    '1 and g*(q - v) = 0 (the ATen paths give 1 and 0).',
-)
-def test_symmetric_gradient_at_range_end_follows_docstring():
-    grad_x, grad_s = _edge_gradients('symmetric')[0]
-    assert grad_x == 1.0 and grad_s == 0.0
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason='engine: the ATen learnable fake-quant kernels test round(v) in [qmin, qmax], not v, so for '
-    'qmax < v < qmax + 0.5 they give dy/dx = 1 and dy/ds = g*(qmax - v) (about -0.2 g) instead of the documented '
-    '0 and g*(qmax - z) = 127 g, which _SymmetricLSQ gives; weights / asymmetric activations and symmetric '
-    'activations thus follow different gradient rules in that half-step band.',
-)
-def test_aten_gradient_just_outside_range_follows_docstring():
-    for grad_x, grad_s in _edge_gradients('aten')[1:]:
-        assert grad_x == 0.0 and grad_s == 127.0
-
-
-def test_edge_gradient_conventions_as_implemented():
-    """Pins down what the two paths do today at the top edge of the range (see the two xfail tests above)."""
-    sym, aten = _edge_gradients('symmetric'), _edge_gradients('aten')
-    assert sym == [(0.0, 127.0)] * 3
-    assert aten[0] == (1.0, 0.0)
-    for (grad_x, grad_s), v in zip(aten[1:], (127.2, 127.4)):
+@pytest.mark.parametrize('path', ['symmetric', 'aten'])
+def test_gradients_at_the_range_end_follow_the_rounded_value(path):
+    """Inside means round(v) in range: v = 127, 127.2, 127.4 are inside (dy/dx 1, dy/ds q - v), 127.6 is not."""
+    grads = _edge_gradients(path)
+    for (grad_x, grad_s), v in zip(grads[:3], (127.0, 127.2, 127.4), strict=True):
         assert grad_x == 1.0 and grad_s == pytest.approx(127 - v, abs=1e-4)
+    assert grads[3] == (0.0, 127.0)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -318,7 +292,10 @@ def test_edge_gradient_conventions_as_implemented():
 
 _shapes = st.lists(st.integers(1, 5), min_size=1, max_size=4).map(tuple)
 _common = dict(
-    bits=st.integers(2, 8), step=st.floats(1e-3, 10.0), shape=_shapes, seed=st.integers(0, 2**31 - 1),
+    bits=st.integers(2, 8),
+    step=st.floats(1e-3, 10.0),
+    shape=_shapes,
+    seed=st.integers(0, 2**31 - 1),
     spread=st.floats(0.1, 2.0),
 )
 
@@ -635,7 +612,7 @@ def test_config_unknown_key_suggests_the_close_one(key, suggestion):
 
 
 def test_config_unknown_key_without_close_match_lists_valid_keys():
-    with pytest.raises(ValueError, match=r"quant\.zzzzzz.*Valid keys: bits, weight_bits"):
+    with pytest.raises(ValueError, match=r'quant\.zzzzzz.*Valid keys: bits, weight_bits'):
         QuantConfig.from_options({'zzzzzz': 1})
 
 

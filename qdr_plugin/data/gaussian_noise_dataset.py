@@ -14,15 +14,10 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
-from torch.utils import data
-
-from qdr_plugin.compat import apply_torchvision_alias
-
-apply_torchvision_alias()  # must run before the first basicsr import (torchvision >= 0.17)
-
 from basicsr.data.transforms import augment
 from basicsr.utils import FileClient, img2tensor
 from basicsr.utils.registry import DATASET_REGISTRY
+from torch.utils import data
 
 from qdr_plugin.registry import register
 

@@ -103,7 +103,7 @@ class QDRModel(SRModel):
             self.cri_okd = _loss_from_options(train_opt['output_kd_opt'], (), 'output_kd_opt')
         if train_opt.get('lmr_opt'):
             if self.cri_dfd is None:
-                raise ValueError('train.lmr_opt balances reconstruction against DFD at the bottleneck: add train.dfd_opt.')
+                raise ValueError('train.lmr_opt balances reconstruction against DFD at the bottleneck: add dfd_opt.')
             self.lmr = LearnableMagnitudeReweighting(**train_opt['lmr_opt'])
             if 'params_lmr' in self._checkpoint_extras:
                 self.lmr.load_state_dict(self._checkpoint_extras['params_lmr'])

@@ -36,16 +36,26 @@ def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
         conv.bias.mul_(scale).add_(shift)
 
 
-def fold_batchnorm(model: nn.Module) -> int:
-    """Fold every ``Conv2d -> BatchNorm2d`` pair inside ``nn.Sequential`` containers; returns how many."""
-    folded = 0
-    for module in model.modules():
+def _conv_bn_pairs(model: nn.Module):
+    """``(sequential, conv, bn_child_name, bn_full_name)`` for every ``Conv2d -> BatchNorm2d`` pair in a Sequential."""
+    for seq_name, module in model.named_modules():
         if not isinstance(module, nn.Sequential):
             continue
         children = list(module.named_children())
         for (_, first), (name, second) in zip(children, children[1:]):
             if type(first) is nn.Conv2d and isinstance(second, nn.BatchNorm2d):
-                fold_conv_bn(first, second)
-                setattr(module, name, nn.Identity())
-                folded += 1
-    return folded
+                yield module, first, name, f'{seq_name}.{name}' if seq_name else name
+
+
+def foldable_batchnorms(model: nn.Module) -> list[str]:
+    """Names of the BatchNorm layers :func:`fold_batchnorm` would fold."""
+    return [full_name for *_, full_name in _conv_bn_pairs(model)]
+
+
+def fold_batchnorm(model: nn.Module) -> int:
+    """Fold every ``Conv2d -> BatchNorm2d`` pair inside ``nn.Sequential`` containers; returns how many."""
+    pairs = list(_conv_bn_pairs(model))
+    for sequential, conv, bn_name, _ in pairs:
+        fold_conv_bn(conv, getattr(sequential, bn_name))
+        setattr(sequential, bn_name, nn.Identity())
+    return len(pairs)

@@ -14,7 +14,7 @@ Ranges always include 0, so a zero activation is exact.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 from torch import nn

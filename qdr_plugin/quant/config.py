@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import difflib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, Mapping
+from typing import Any
 
 CALIBRATION_METHODS = ('max', 'percentile', 'mse')
 WEIGHT_INIT_METHODS = ('max', 'mse')
@@ -61,7 +62,7 @@ class QuantConfig:
                 raise ValueError(f'quant.{name} must be true or false, got {getattr(self, name)!r}.')
 
     @classmethod
-    def from_options(cls, options: Mapping[str, Any] | None) -> 'QuantConfig':
+    def from_options(cls, options: Mapping[str, Any] | None) -> QuantConfig:
         """Build from the ``quant:`` options block. ``bits: b`` sets both ``weight_bits`` and ``act_bits``.
 
         Unknown keys raise ``ValueError`` with the closest valid key.

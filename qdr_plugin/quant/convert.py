@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import fnmatch
 import logging
-from typing import Iterator, Mapping
+from collections.abc import Iterator, Mapping
 
 import torch
 from torch import nn
 
-from .bn_fold import fold_batchnorm
+from .bn_fold import fold_batchnorm, foldable_batchnorms
 from .config import QuantConfig
 from .fake_quant import FakeQuantizer
 from .modules import FLOAT_TO_QUANT
@@ -35,30 +35,31 @@ def quantize_model(model: nn.Module, config: QuantConfig | None = None) -> nn.Mo
     config = config or QuantConfig()
     if is_quantized(model):
         raise ValueError('quantize_model: the network is already quantized.')
-    if config.fold_bn:
-        fold_batchnorm(model)
-    converted = 0
-    for parent_name, parent in list(model.named_modules()):
-        for child_name, child in list(parent.named_children()):
-            full_name = f'{parent_name}.{child_name}' if parent_name else child_name
-            quant_cls = FLOAT_TO_QUANT.get(type(child))
-            if quant_cls is None or _kept_fp32(full_name, config.keep_fp32):
-                continue
-            setattr(parent, child_name, quant_cls.from_float(child, config))
-            converted += 1
-    if converted == 0:
+    plan = [
+        (parent, child_name, FLOAT_TO_QUANT[type(child)])
+        for parent_name, parent in model.named_modules()
+        for child_name, child in parent.named_children()
+        if type(child) in FLOAT_TO_QUANT
+        and not _kept_fp32(f'{parent_name}.{child_name}' if parent_name else child_name, config.keep_fp32)
+    ]
+    if not plan:
         raise ValueError(
             f'quantize_model: {type(model).__name__} has no Conv2d, ConvTranspose2d or Linear layer outside '
             f'keep_fp32={config.keep_fp32}; there is nothing to quantize.'
         )
-    leftover = [n for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if leftover:
+    batchnorms = {n for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
+    unfoldable = sorted(batchnorms - set(foldable_batchnorms(model))) if config.fold_bn else sorted(batchnorms)
+    if unfoldable:
         raise ValueError(
-            f'quantize_model: BatchNorm layers {leftover} do not directly follow a Conv2d in an nn.Sequential and '
-            'cannot be folded; fold them into the arch before QAT, or set quant.fold_bn and restructure the arch.'
+            f'quantize_model: BatchNorm layers {unfoldable} do not directly follow a Conv2d in an nn.Sequential and '
+            'cannot be folded; fold them into the arch before QAT (the network was left unchanged).'
         )
+    if config.fold_bn:
+        fold_batchnorm(model)
+    for parent, child_name, quant_cls in plan:
+        setattr(parent, child_name, quant_cls.from_float(getattr(parent, child_name), config))
     logger.info('quantize_model: %d layers quantized (%d-bit weights, %d-bit activations, %s).',
-                converted, config.weight_bits, config.act_bits,
+                len(plan), config.weight_bits, config.act_bits,
                 'symmetric' if config.act_symmetric else 'asymmetric')
     return model
 

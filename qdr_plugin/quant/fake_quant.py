@@ -6,7 +6,9 @@ For a tensor :math:`x`, step :math:`s > 0`, integer zero point :math:`z` and int
 
     v = x / s + z, \qquad q = \mathrm{clamp}(\lfloor v \rceil, q_{min}, q_{max}), \qquad \hat x = (q - z)\, s
 
-Rounding uses the straight-through estimator, so with :math:`I = [q_{min} \le v \le q_{max}]`
+Rounding uses the straight-through estimator. A value counts as inside the range when its rounded value is, i.e.
+:math:`I = [q_{min} \le \lfloor v \rceil \le q_{max}]` (:math:`v \in [q_{min} - \tfrac12, q_{max} + \tfrac12)`, the
+convention of PyTorch's fused kernels), and
 
 .. math::
 
@@ -56,7 +58,8 @@ class _SymmetricLSQ(torch.autograd.Function):
     def backward(ctx, grad):
         x, y = ctx.saved_tensors
         s, qmin, qmax, grad_scale = ctx.constants
-        grad_x = torch.ops.aten.hardtanh_backward(grad, x, qmin * s, qmax * s)
+        # inside <=> round(x / s) in [qmin, qmax] <=> (qmin - 1/2) s < x < (qmax + 1/2) s (ties: measure zero)
+        grad_x = torch.ops.aten.hardtanh_backward(grad, x, (qmin - 0.5) * s, (qmax + 0.5) * s)
         grad_step = None
         if ctx.needs_input_grad[1]:
             flat = grad.reshape(-1)

@@ -30,7 +30,7 @@ class QuantConv2d(nn.Conv2d):
     """``nn.Conv2d`` with an input activation quantizer and a per-output-channel (axis 0) weight quantizer."""
 
     @classmethod
-    def from_float(cls, conv: nn.Conv2d, cfg: QuantConfig) -> 'QuantConv2d':
+    def from_float(cls, conv: nn.Conv2d, cfg: QuantConfig) -> QuantConv2d:
         new = cls(
             conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
             conv.groups, conv.bias is not None, conv.padding_mode, device=conv.weight.device,
@@ -49,7 +49,7 @@ class QuantConvTranspose2d(nn.ConvTranspose2d):
     """``nn.ConvTranspose2d``; its weight is ``(C_in, C_out / groups, kH, kW)``, so output channels are axis 1."""
 
     @classmethod
-    def from_float(cls, conv: nn.ConvTranspose2d, cfg: QuantConfig) -> 'QuantConvTranspose2d':
+    def from_float(cls, conv: nn.ConvTranspose2d, cfg: QuantConfig) -> QuantConvTranspose2d:
         if conv.groups != 1:
             raise ValueError('quantize_model: grouped ConvTranspose2d is not supported; keep it FP32 with keep_fp32.')
         new = cls(
@@ -76,7 +76,7 @@ class QuantLinear(nn.Linear):
     """``nn.Linear`` with a per-tensor input quantizer and a per-output-feature (axis 0) weight quantizer."""
 
     @classmethod
-    def from_float(cls, linear: nn.Linear, cfg: QuantConfig) -> 'QuantLinear':
+    def from_float(cls, linear: nn.Linear, cfg: QuantConfig) -> QuantLinear:
         new = cls(linear.in_features, linear.out_features, linear.bias is not None, device=linear.weight.device)
         _adopt_parameters(new, linear)
         new.act_quant = _act_quantizer(cfg)
@@ -92,7 +92,7 @@ class QuantAdd(ops.Add):
     """``Q_a(a) + Q_b(b)``: each operand has its own activation quantizer."""
 
     @classmethod
-    def from_float(cls, op: ops.Add, cfg: QuantConfig) -> 'QuantAdd':
+    def from_float(cls, op: ops.Add, cfg: QuantConfig) -> QuantAdd:
         new = cls()
         new.quant_a, new.quant_b = _act_quantizer(cfg), _act_quantizer(cfg)
         return new
@@ -105,7 +105,7 @@ class QuantMul(ops.Mul):
     """``Q_a(a) * Q_b(b)``."""
 
     @classmethod
-    def from_float(cls, op: ops.Mul, cfg: QuantConfig) -> 'QuantMul':
+    def from_float(cls, op: ops.Mul, cfg: QuantConfig) -> QuantMul:
         new = cls()
         new.quant_a, new.quant_b = _act_quantizer(cfg), _act_quantizer(cfg)
         return new
@@ -118,7 +118,7 @@ class QuantConcat(ops.Concat):
     """``cat(Q(t_1), ..., Q(t_n))`` with one shared quantizer, so the concatenated tensor has a single scale."""
 
     @classmethod
-    def from_float(cls, op: ops.Concat, cfg: QuantConfig) -> 'QuantConcat':
+    def from_float(cls, op: ops.Concat, cfg: QuantConfig) -> QuantConcat:
         new = cls(op.dim)
         new.quant = _act_quantizer(cfg)
         return new

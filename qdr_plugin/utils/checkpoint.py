@@ -3,7 +3,8 @@ model classes, for tools and benchmarks."""
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from basicsr.archs import build_network
