@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, MODEL_REGISTRY
@@ -65,5 +66,6 @@ def test_unknown_subcommand_is_an_error(capsys):
 
 
 def test_console_script_is_installed():
-    result = subprocess.run(['basicsr', '--help'], capture_output=True, text=True)
+    script = Path(sys.executable).parent / 'basicsr'  # installed by pip next to this interpreter
+    result = subprocess.run([str(script), '--help'], capture_output=True, text=True)
     assert result.returncode == 0 and 'train' in result.stdout
