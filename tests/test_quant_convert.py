@@ -157,8 +157,10 @@ def test_quantize_model_converts_every_layer_type_and_keeps_parameters():
     assert torch.allclose(model.dw.weight_quant.step, model.dw.weight.detach().abs().amax((1, 2, 3)) / 127)
     assert all(bool(q.initialized) for _, q in quantizers(model) if q.axis is not None)
     assert is_quantized(model)
-    # 7 weighted layers (2 quantizers each) + Add and Mul (2 each) + Concat (1)
-    assert len(list(quantizers(model))) == 7 * 2 + 2 * 2 + 1
+    # 7 weighted layers (2 quantizers each) + Add and Mul (2 each) + Concat (1), minus 2 tied activation
+    # quantizers: h feeds dw and add (one quantizer), s feeds mul and cat (one quantizer)
+    assert len(list(quantizers(model))) == 7 * 2 + 2 * 2 + 1 - 2
+    assert model.dw.act_quant is model.add.quant_a and model.mul.quant_a is model.cat.quant
 
 
 def test_optimizer_built_before_conversion_still_trains_the_weights():
@@ -249,7 +251,7 @@ def test_quantized_output_close_to_float_and_4bit_worse_than_8bit(symmetric):
         model = quantize_model(
             copy.deepcopy(float_model), QuantConfig(weight_bits=bits, act_bits=bits, act_symmetric=symmetric)
         )
-        assert calibrate(model, calib, method='max') == 7 + 2 * 2 + 1  # 7 layers, Add, Mul (2 each), Concat
+        assert calibrate(model, calib, method='max') == 7 + 2 * 2 + 1 - 2  # layers, Add, Mul, Concat, 2 tied
         with torch.no_grad():
             out = model(x)
         assert out.shape == ref.shape and not torch.equal(out, ref)
@@ -293,7 +295,7 @@ def test_state_dict_round_trip(tmp_path, symmetric):
     with torch.no_grad():
         assert torch.equal(fresh(x), model(x))
     pairs = list(zip(quantizers(model), quantizers(fresh), strict=True))
-    assert len(pairs) == 19
+    assert len(pairs) == 17
     for (name, q), (fresh_name, fq) in pairs:
         assert name == fresh_name
         assert torch.equal(fq.step, q.step) and torch.equal(fq.zero_point, q.zero_point)
@@ -320,13 +322,19 @@ def test_efm_quantized_forward_backward():
     model = EFM(in_ch=1, width=4, depth=2)
     n_conv = sum(type(m) is nn.Conv2d for m in model.modules())
     n_add = sum(type(m) is Add for m in model.modules())
-    assert n_conv > 10 and n_add > 0
+    n_mul = sum(type(m) is Mul for m in model.modules())
+    n_blocks = len(model.encoders) + len(model.bottleneck) + len(model.decoders)
+    assert n_conv > 10 and n_add > 0 and n_mul == n_blocks
     quantize_model(model)
     assert sum(type(m) is QuantConv2d for m in model.modules()) == n_conv
     assert sum(type(m) is QuantAdd for m in model.modules()) == n_add
-    assert not any(type(m) in (nn.Conv2d, Add) for m in model.modules())
+    assert not any(type(m) in (nn.Conv2d, Add, Mul) for m in model.modules())
+    # tied: in every block the input feeds conv1 and the residual add, F feeds the LDG dwconv and its multiply;
+    # the network input feeds the head and the global residual add
+    n_act = n_conv + 2 * n_add + 2 * n_mul - 2 * n_blocks - 1
     calib = torch.rand(1, 1, 20, 28, generator=torch.Generator().manual_seed(0))
-    assert calibrate(model, [calib]) == n_conv + 2 * n_add
+    assert calibrate(model, [calib]) == n_act
+    assert model.head.act_quant is model.residual.quant_a
 
     x = (torch.rand(1, 1, 19, 27, generator=torch.Generator().manual_seed(1)) * 0.6 + 0.2).requires_grad_()
     out = model(x)
@@ -334,7 +342,7 @@ def test_efm_quantized_forward_backward():
     assert torch.isfinite(out).all() and out.min() >= 0 and out.max() <= 1
     out.square().mean().backward()
     params = quantizer_parameters(model)
-    assert len(params) == n_conv * 2 + n_add * 2  # one step per weight / activation quantizer (symmetric)
+    assert len(params) == n_conv + n_act  # one step per weight / activation quantizer (symmetric)
     for p in params:
         assert isinstance(p, nn.Parameter) and p.is_leaf and p.requires_grad
         assert p.grad is not None and torch.isfinite(p.grad).all()
@@ -370,3 +378,42 @@ def test_count_parameters_excludes_quantizer_state(symmetric):
     assert count_parameters(model) == expected
     extra = (8 + 1) + (2 + 1) + (0 if symmetric else 2)
     assert sum(p.numel() for p in model.parameters()) == expected + extra
+
+
+class _Block(nn.Module):
+    """``x -> conv(x) + x``: the block input feeds a conv and the residual add."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 2, 3, padding=1)
+        self.add = Add()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.add(self.conv(x), x)
+
+
+def test_tied_quantizer_quantizes_a_tensor_once_and_sees_in_place_changes():
+    torch.manual_seed(11)
+    block = quantize_model(_Block())
+    assert block.conv.act_quant is block.add.quant_b
+    x = torch.randn(1, 2, 8, 8)
+    calibrate(block, [x])
+    q = block.conv.act_quant
+    first = q(x)
+    assert q(x) is first  # the same, unmodified tensor: the output is reused
+    x.mul_(2.0)
+    assert q(x) is not first  # modified in place: quantized again
+    assert torch.equal(q(x), q.quantize(x))
+
+
+def test_tied_network_reloads_into_identical_network(tmp_path):
+    torch.manual_seed(12)
+    block = quantize_model(_Block())
+    calibrate(block, [torch.randn(2, 2, 8, 8)])
+    path = tmp_path / 'tied.pth'
+    torch.save(block.state_dict(), path)
+    fresh = quantize_model(_Block())
+    fresh.load_state_dict(torch.load(path, weights_only=True))
+    assert fresh.conv.act_quant is fresh.add.quant_b
+    x = torch.randn(1, 2, 9, 7)
+    assert torch.equal(block(x), fresh(x))

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
-from qdr_plugin.quant.ops import Add
+from qdr_plugin.quant.ops import Add, Mul
 from qdr_plugin.registry import register
 
 
@@ -46,8 +46,8 @@ def _act(kind: str) -> nn.Module:
 class LDG(nn.Module):
     """Learnable Degradation Gating: ``F' = F * (1 + g)`` (or ``F * g``), ``g = sigmoid(conv1x1(act(dwconv3x3(F))))``.
 
-    The gate is a float point-wise epilogue (sigmoid and multiply, as TensorRT fuses them); its two convolutions are
-    quantized like every other.
+    The multiply is a quantization point (``Mul``): ``F`` shares its quantizer with the depth-wise conv, so the
+    conv that produces ``F`` feeds a single quantized tensor; ``1 + g`` is a one-channel map.
     """
 
     def __init__(self, channels: int, act: str = 'relu', mode: str = 'residual', bias_init: float = 0.0):
@@ -60,10 +60,11 @@ class LDG(nn.Module):
         self.proj = nn.Conv2d(channels, 1, 1)
         nn.init.constant_(self.proj.bias, bias_init)
         self.offset = 1.0 if mode == 'residual' else 0.0
+        self.mul = Mul()
 
     def forward(self, feat: torch.Tensor) -> torch.Tensor:
         gate = torch.sigmoid(self.proj(self.act(self.dwconv(feat))))
-        return feat * (gate + self.offset)
+        return self.mul(feat, gate + self.offset if self.offset else gate)
 
 
 class ResBlock(nn.Module):

@@ -32,7 +32,7 @@ class RangeObserver:
         self.max = torch.tensor(0.0)
         self.samples: list[torch.Tensor] = []
 
-    def observe(self, x: torch.Tensor) -> None:
+    def observe(self, x: torch.Tensor, quantizer: ActQuantizer | None = None) -> None:
         x = x.detach().float().flatten()
         self.min = torch.minimum(self.min, x.min().cpu())
         self.max = torch.maximum(self.max, x.max().cpu())

@@ -13,6 +13,7 @@ from .bn_fold import fold_batchnorm, foldable_batchnorms
 from .config import QuantConfig
 from .fake_quant import FakeQuantizer
 from .modules import FLOAT_TO_QUANT
+from .sharing import tie_shared_quantizers
 
 logger = logging.getLogger(__name__)
 
@@ -23,12 +24,16 @@ def _kept_fp32(name: str, patterns: list[str]) -> bool:
     return any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
-def quantize_model(model: nn.Module, config: QuantConfig | None = None) -> nn.Module:
+def quantize_model(
+    model: nn.Module, config: QuantConfig | None = None, example: torch.Tensor | None = None
+) -> nn.Module:
     """Fold BatchNorm, then replace every ``Conv2d`` / ``ConvTranspose2d`` / ``Linear`` and every
     :mod:`qdr_plugin.quant.ops` point (``Add``, ``Mul``, ``Concat``) by its quantized counterpart, in place.
 
-    Modules whose name matches a ``config.keep_fp32`` pattern stay float. Weight step sizes are initialised here;
-    activation step sizes need :func:`qdr_plugin.quant.calibrate` (or a checkpoint). Returns ``model``.
+    Modules whose name matches a ``config.keep_fp32`` pattern stay float. Activation quantizers that receive the
+    same tensor are then tied into one (:func:`qdr_plugin.quant.tie_shared_quantizers`, one forward pass on
+    ``example``, by default a zero image when the network starts with a Conv2d). Weight step sizes are initialised
+    here; activation step sizes need :func:`qdr_plugin.quant.calibrate` (or a checkpoint). Returns ``model``.
 
     Raises ``ValueError`` when nothing could be quantized or a BatchNorm is left that could not be folded.
     """
@@ -58,9 +63,10 @@ def quantize_model(model: nn.Module, config: QuantConfig | None = None) -> nn.Mo
         fold_batchnorm(model)
     for parent, child_name, quant_cls in plan:
         setattr(parent, child_name, quant_cls.from_float(getattr(parent, child_name), config))
-    logger.info('quantize_model: %d layers quantized (%d-bit weights, %d-bit activations, %s).',
+    tied = tie_shared_quantizers(model, example)
+    logger.info('quantize_model: %d layers quantized (%d-bit weights, %d-bit activations, %s), %d quantizers tied.',
                 len(plan), config.weight_bits, config.act_bits,
-                'symmetric' if config.act_symmetric else 'asymmetric')
+                'symmetric' if config.act_symmetric else 'asymmetric', tied)
     return model
 
 

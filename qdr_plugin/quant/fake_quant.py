@@ -36,6 +36,7 @@ Two implementations compute exactly this:
 from __future__ import annotations
 
 import math
+import weakref
 
 import torch
 from torch import nn
@@ -173,22 +174,36 @@ class WeightQuantizer(FakeQuantizer):
 class ActQuantizer(FakeQuantizer):
     """Per-tensor activation quantizer, symmetric signed (default) or asymmetric unsigned with a zero point.
 
-    While ``observer`` is set (calibration) it passes ``x`` through unchanged and records its statistics.
+    One tensor is quantized once: when the same quantizer (shared between consumers by
+    :func:`qdr_plugin.quant.tie_shared_quantizers`) is called again with the very same, unmodified tensor, it
+    returns its previous output (weak references, so nothing outlives the step). That is what a deployed INT8 graph
+    does too: one QuantizeLinear per tensor, its DequantizeLinear feeding every consumer.
+
+    While ``observer`` is set (calibration, tying) it passes ``x`` through unchanged and reports it to the observer.
     """
 
     def __init__(self, bits: int, symmetric: bool = True, learn: bool = True):
         super().__init__(bits, signed=symmetric, narrow=False, channels=1, learn=learn, asymmetric=not symmetric)
         self.observer = None
+        self._last: tuple[weakref.ref, int, weakref.ref] | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.observer is not None:
-            self.observer.observe(x)
+            self.observer.observe(x, self)
             return x
         if not self.enabled:
             return x
+        if self._last is not None:
+            last_x, version, last_y = self._last
+            if last_x() is x and x._version == version:
+                y = last_y()
+                if y is not None:
+                    return y
         if not bool(self.initialized):
             raise RuntimeError(
                 'An activation quantizer was used before calibration. Run qdr_plugin.quant.calibrate(model, batches) '
                 'after quantize_model, or load a checkpoint of a quantized network.'
             )
-        return self.quantize(x)
+        y = self.quantize(x)
+        self._last = (weakref.ref(x), x._version, weakref.ref(y))
+        return y

@@ -1,0 +1,86 @@
+"""One quantizer per tensor: tie the activation quantizers that always see the same tensor.
+
+A tensor often feeds several quantized consumers: the input of a residual block goes to its first convolution and
+to the residual addition. Input-side quantizers would quantize it twice, with two different scales, where a
+deployed INT8 graph has one QuantizeLinear per tensor (ONNX Runtime only runs a convolution in INT8 when its output
+feeds a single QuantizeLinear). :func:`tie_shared_quantizers` runs the network once, finds the quantizers that
+receive the same tensor object, and makes them one module (one step size, trained by all consumers); the
+quantizer then computes its output once per tensor (see :class:`ActQuantizer`).
+"""
+
+from __future__ import annotations
+
+import weakref
+
+import torch
+from torch import nn
+
+from .fake_quant import ActQuantizer
+
+
+class _SameTensorObserver:
+    """Records which quantizer saw which tensor during one forward pass."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[weakref.ref, int, ActQuantizer]] = []
+        self.pairs: list[tuple[ActQuantizer, ActQuantizer]] = []
+
+    def observe(self, x: torch.Tensor, quantizer: ActQuantizer) -> None:
+        for ref, version, other in self.seen:
+            if ref() is x and x._version == version and other is not quantizer:
+                self.pairs.append((other, quantizer))
+                return
+        self.seen.append((weakref.ref(x), x._version, quantizer))
+
+
+def example_input(model: nn.Module, size: int = 64) -> torch.Tensor | None:
+    """A zero image batch ``1 x C x size x size`` for a network whose first layer is a Conv2d, else ``None``."""
+    first = next((m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))), None)
+    if not isinstance(first, nn.Conv2d):
+        return None
+    return torch.zeros(1, first.in_channels, size, size, device=first.weight.device)
+
+
+@torch.no_grad()
+def tie_shared_quantizers(model: nn.Module, example: torch.Tensor | None = None) -> int:
+    """Make the activation quantizers that receive the same tensor one shared module; returns how many were tied.
+
+    ``example`` is one network input (default: :func:`example_input`); without one, nothing is tied.
+    """
+    example = example_input(model) if example is None else example
+    if example is None:
+        return 0
+    slots = [
+        (parent, name, child)
+        for parent in model.modules()
+        for name, child in parent.named_children()
+        if isinstance(child, ActQuantizer)
+    ]
+    quantizers = {id(q): q for *_, q in slots}
+    observer = _SameTensorObserver()
+    for q in quantizers.values():
+        q.observer = observer
+    was_training = model.training
+    model.eval()
+    try:
+        model(example)
+    finally:
+        for q in quantizers.values():
+            q.observer = None
+        model.train(was_training)
+    root: dict[int, ActQuantizer] = {}
+
+    def find(q: ActQuantizer) -> ActQuantizer:
+        while id(q) in root:
+            q = root[id(q)]
+        return q
+
+    for a, b in observer.pairs:
+        ra, rb = find(a), find(b)
+        if ra is not rb:
+            root[id(rb)] = ra
+    for parent, name, child in slots:
+        canonical = find(child)
+        if canonical is not child:
+            setattr(parent, name, canonical)
+    return len(root)
