@@ -323,15 +323,18 @@ def test_efm_quantized_forward_backward():
     n_conv = sum(type(m) is nn.Conv2d for m in model.modules())
     n_add = sum(type(m) is Add for m in model.modules())
     n_mul = sum(type(m) is Mul for m in model.modules())
+    n_deconv = sum(type(m) is nn.ConvTranspose2d for m in model.modules())
     n_blocks = len(model.encoders) + len(model.bottleneck) + len(model.decoders)
-    assert n_conv > 10 and n_add > 0 and n_mul == n_blocks
+    assert n_conv > 10 and n_add > 0 and n_mul == n_blocks and n_deconv == model.depth
     quantize_model(model)
     assert sum(type(m) is QuantConv2d for m in model.modules()) == n_conv
     assert sum(type(m) is QuantAdd for m in model.modules()) == n_add
-    assert not any(type(m) in (nn.Conv2d, Add, Mul) for m in model.modules())
-    # tied: in every block the input feeds conv1 and the residual add, F feeds the LDG dwconv and its multiply;
-    # the network input feeds the head and the global residual add
-    n_act = n_conv + 2 * n_add + 2 * n_mul - 2 * n_blocks - 1
+    assert not any(type(m) in (nn.Conv2d, nn.ConvTranspose2d, Add, Mul) for m in model.modules())
+    # one activation quantizer per conv / deconv input, two per Add, one per LDG Mul (the gate stays float), minus
+    # the tied ones: in every block the input feeds conv1 and the residual add, F feeds the LDG dwconv and its
+    # multiply; the (unshuffled) network input feeds the head and the global residual; each encoder output feeds
+    # the down-sampling conv and its decoder's skip addition
+    n_act = n_conv + n_deconv + 2 * n_add + n_mul - 2 * n_blocks - 1 - model.depth
     calib = torch.rand(1, 1, 20, 28, generator=torch.Generator().manual_seed(0))
     assert calibrate(model, [calib]) == n_act
     assert model.head.act_quant is model.residual.quant_a
@@ -342,7 +345,7 @@ def test_efm_quantized_forward_backward():
     assert torch.isfinite(out).all() and out.min() >= 0 and out.max() <= 1
     out.square().mean().backward()
     params = quantizer_parameters(model)
-    assert len(params) == n_conv + n_act  # one step per weight / activation quantizer (symmetric)
+    assert len(params) == n_conv + n_deconv + n_act  # one step per weight / activation quantizer (symmetric)
     for p in params:
         assert isinstance(p, nn.Parameter) and p.is_leaf and p.requires_grad
         assert p.grad is not None and torch.isfinite(p.grad).all()

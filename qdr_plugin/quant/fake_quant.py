@@ -41,6 +41,8 @@ import weakref
 import torch
 from torch import nn
 
+from . import onnx_qdq
+
 STEP_MIN = 1e-8
 
 
@@ -101,6 +103,8 @@ class FakeQuantizer(nn.Module):
     """
 
     axis: int | None = None
+    onnx_dtype: str | None = None  # set by the ONNX exporter: 'int8' or 'uint8' (activations)
+    onnx_weight: tuple[torch.Tensor, torch.Tensor] | None = None  # set by the exporter: (int8 weight, scales)
 
     def __init__(self, bits: int, signed: bool, narrow: bool, channels: int, learn: bool, asymmetric: bool):
         super().__init__()
@@ -131,10 +135,30 @@ class FakeQuantizer(nn.Module):
             self.initialized.fill_(True)
 
     def quantize(self, x: torch.Tensor) -> torch.Tensor:
-        """Fake-quantize ``x`` with the current step and zero point (LSQ gradient scale included)."""
+        """Fake-quantize ``x`` with the current step and zero point (LSQ gradient scale included).
+
+        Inside ``torch.onnx.export`` this emits QuantizeLinear / DequantizeLinear instead (see ``onnx_qdq``).
+        """
+        if torch.onnx.is_in_onnx_export():
+            return self._export(x)
         grad_scale = 1.0 / math.sqrt(x.numel() / self.step.numel() * self.qmax)
         zero_point = None if self.symmetric else self.zero_point
         return lsq_fake_quant(x, self.step, zero_point, self.qmin, self.qmax, grad_scale, self.axis)
+
+    def _export(self, x: torch.Tensor) -> torch.Tensor:
+        step = self.step.detach().clamp_min(STEP_MIN)
+        if self.axis is not None:
+            if self.onnx_weight is None:
+                raise RuntimeError('export the network with qdr_plugin.deploy.export_onnx (it prepares the weights).')
+            return onnx_qdq.export_weight(*self.onnx_weight, self.axis)
+        zero = 0 if self.symmetric else int(torch.round(self.zero_point.detach()).item())
+        if self.onnx_dtype == 'uint8' and self.qmin < 0:  # signed grid shifted into uint8: same numbers
+            return onnx_qdq.export_activation(x, float(step), zero + 128, 0, 255, 'uint8')
+        if self.onnx_dtype == 'int8' and self.qmin >= 0:  # an unsigned grid has no exact int8 form
+            raise ValueError(f'an unsigned [{self.qmin}, {self.qmax}] quantizer cannot be exported as int8; '
+                             'train with quant.act_symmetric: true for TensorRT.')
+        dtype = self.onnx_dtype or ('int8' if self.qmin < 0 else 'uint8')
+        return onnx_qdq.export_activation(x, float(step), zero, self.qmin, self.qmax, dtype)
 
     def extra_repr(self) -> str:
         kind = 'symmetric' if self.symmetric else 'asymmetric'

@@ -102,12 +102,13 @@ class QuantAdd(ops.Add):
 
 
 class QuantMul(ops.Mul):
-    """``Q_a(a) * Q_b(b)``."""
+    """``Q_a(a) * Q_b(b)`` (``b`` stays float when the op was built with ``quantize_b=False``)."""
 
     @classmethod
     def from_float(cls, op: ops.Mul, cfg: QuantConfig) -> QuantMul:
-        new = cls()
-        new.quant_a, new.quant_b = _act_quantizer(cfg), _act_quantizer(cfg)
+        new = cls(op.quantize_b)
+        new.quant_a = _act_quantizer(cfg)
+        new.quant_b = _act_quantizer(cfg) if op.quantize_b else nn.Identity()
         return new
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,12 @@ class Add(nn.Module):
 
 
 class Mul(nn.Module):
-    """``a * b`` (element-wise, broadcasting)."""
+    """``a * b`` (element-wise, broadcasting). ``quantize_b=False``: after conversion only ``a`` is quantized
+    (for a float gate or scale map that a deployment runs as a point-wise epilogue)."""
+
+    def __init__(self, quantize_b: bool = True):
+        super().__init__()
+        self.quantize_b = quantize_b
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return a * b

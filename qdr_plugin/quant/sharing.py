@@ -34,11 +34,15 @@ class _SameTensorObserver:
 
 
 def example_input(model: nn.Module, size: int = 64) -> torch.Tensor | None:
-    """A zero image batch ``1 x C x size x size`` for a network whose first layer is a Conv2d, else ``None``."""
+    """A zero image batch ``1 x C x size x size``: ``C`` from the model's ``in_ch`` / ``num_in_ch`` attribute, else
+    from its first layer if that is a Conv2d; ``None`` when neither tells."""
     first = next((m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))), None)
-    if not isinstance(first, nn.Conv2d):
+    channels = getattr(model, 'in_ch', None) or getattr(model, 'num_in_ch', None)
+    if channels is None and isinstance(first, nn.Conv2d):
+        channels = first.in_channels
+    if channels is None or first is None:
         return None
-    return torch.zeros(1, first.in_channels, size, size, device=first.weight.device)
+    return torch.zeros(1, channels, size, size, device=first.weight.device)
 
 
 @torch.no_grad()

@@ -1,0 +1,156 @@
+"""Export a (fake-)quantized network to an INT8 ONNX model with QuantizeLinear / DequantizeLinear nodes.
+
+The exported file follows DESIGN.md section 7: one float32 input ``input`` (N x C x H x W, values in [0, 1], dynamic
+N, H, W) and one output ``output`` of the same layout. The learned step sizes are written as they are (no
+re-calibration). Two targets:
+
+``tensorrt``
+    Explicit quantization as TensorRT wants it: int8 activations with zero point 0, int8 weights with per-channel
+    scales on the output-channel axis (0 for Conv, 1 for ConvTranspose), Q/DQ at every convolution input and on both
+    inputs of the residual additions, depth-to-space (pixel-shuffle) on dequantized float tensors.
+``onnxruntime``
+    The same numbers in the form ONNX Runtime's CPU provider runs as integer kernels: activations as uint8 (a
+    symmetric int8 grid with zero point 0 is uint8 with zero point 128), and a QuantizeLinear fed only by a Relu gets
+    zero point 0, so ONNX Runtime folds the Relu into it and ``DequantizeLinear -> Conv -> QuantizeLinear`` becomes
+    one QLinearConv. The one numerical difference to the trained network: after a Relu the trained int8 grid stops
+    at ``127 s``, the uint8 one at ``255 s`` (values above ``127.5 s`` are clipped in training, kept here).
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from onnx import numpy_helper
+from torch import nn
+
+from qdr_plugin.quant import is_quantized, quantizers, set_quant_enabled
+from qdr_plugin.quant.fake_quant import STEP_MIN
+from qdr_plugin.quant.onnx_qdq import integer_weight
+
+TARGETS = ('onnxruntime', 'tensorrt')
+OPSET = 17
+
+
+class ExportError(RuntimeError):
+    """A network that cannot be exported; the message names the module and the operation."""
+
+
+def _prepare_quantizers(net: nn.Module, target: str) -> None:
+    for name, q in quantizers(net):
+        if q.axis is not None:
+            continue
+        if target == 'tensorrt' and not q.symmetric:
+            raise ExportError(
+                f"quantizer '{name}' is asymmetric; TensorRT takes only zero point 0: train with "
+                'quant.act_symmetric: true, or export with --target onnxruntime.'
+            )
+        q.onnx_dtype = 'uint8' if target == 'onnxruntime' else 'int8'
+    for module in net.modules():
+        wq = getattr(module, 'weight_quant', None)
+        if wq is not None:
+            scale = wq.step.detach().clamp_min(STEP_MIN).to(torch.float32).clone()
+            wq.onnx_weight = (integer_weight(module.weight, scale, wq.qmin, wq.qmax, wq.axis), scale)
+
+
+def _diagnose(net: nn.Module, example: torch.Tensor, error: Exception) -> ExportError:
+    """Name the module and the operation that stopped the export."""
+    message = str(error)
+    match = re.search(r"(aten::\w+|prim::PythonOp|[Pp]ython operator '?\w+'?)", message)
+    op = match.group(1) if match else None
+    probe = copy.deepcopy(net)
+    set_quant_enabled(probe, False)
+    culprits = []
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            graph = torch.jit.trace(probe, example, check_trace=False).inlined_graph
+        for node in graph.nodes():
+            kind = node.kind()
+            if kind == 'prim::PythonOp' or (op is not None and kind == op):
+                scope = node.scopeName().split('/')[-1].replace('__module.', '') or '<top level>'
+                label = node.pyname() if kind == 'prim::PythonOp' else kind
+                culprits.append(f"module '{scope}' uses {label}")
+    except Exception as trace_error:  # the network cannot even be traced
+        culprits.append(f'it cannot be traced ({type(trace_error).__name__}: {trace_error})')
+    where = '; '.join(dict.fromkeys(culprits)) or (op or 'an operation')
+    return ExportError(
+        f'cannot export {type(net).__name__} to ONNX: {where} with no ONNX form (custom autograd functions and '
+        f'unsupported aten ops cannot be exported). Replace it with standard ops, or keep the network out of the '
+        f'export. Exporter said: {message.splitlines()[0] if message else type(error).__name__}'
+    )
+
+
+def _zero_point_of_relu_fed_quantizers(model: onnx.ModelProto) -> int:
+    """onnxruntime target: a uint8 QuantizeLinear whose only producer is a Relu consumed by it alone gets zero
+    point 0 (and so does its DequantizeLinear), so ONNX Runtime folds the Relu into the quantization."""
+    graph = model.graph
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    producers = {out: node for node in graph.node for out in node.output}
+    changed = 0
+    for node in graph.node:
+        if node.op_type != 'QuantizeLinear':
+            continue
+        source = producers.get(node.input[0])
+        if source is None or source.op_type != 'Relu' or len(consumers.get(node.input[0], [])) != 1:
+            continue
+        zero_name = f'{node.output[0]}_relu_zero_point'
+        graph.initializer.append(numpy_helper.from_array(np.array(0, dtype=np.uint8), zero_name))
+        node.input[2] = zero_name
+        for dq in consumers.get(node.output[0], []):
+            if dq.op_type == 'DequantizeLinear':
+                dq.input[2] = zero_name
+        changed += 1
+    return changed
+
+
+def export_onnx(
+    net: nn.Module,
+    path: str | Path,
+    in_channels: int,
+    target: str = 'onnxruntime',
+    fp32: bool = False,
+    opset: int = OPSET,
+) -> Path:
+    """Write ``net`` as ONNX to ``path`` (INT8 Q/DQ for a quantized network, or FP32 with ``fp32=True``).
+
+    The network is deep-copied: ``net`` itself is not touched. Raises :class:`ExportError` when an operation of
+    the network has no ONNX form, naming the module.
+    """
+    if target not in TARGETS:
+        raise ValueError(f'target must be one of {TARGETS}, got {target!r}.')
+    if opset < 13:
+        raise ValueError(f'opset must be >= 13 (per-channel DequantizeLinear), got {opset}.')
+    net = copy.deepcopy(net).eval()
+    if fp32:
+        set_quant_enabled(net, False)
+    elif not is_quantized(net):
+        raise ExportError('the network has no fake quantizers: export a QDR (quantized) checkpoint, or pass fp32.')
+    else:
+        _prepare_quantizers(net, target)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    example = torch.rand(1, in_channels, 64, 64)
+    dynamic = {0: 'N', 2: 'H', 3: 'W'}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            torch.onnx.export(
+                net, (example,), str(path), dynamo=False, opset_version=opset, input_names=['input'],
+                output_names=['output'], dynamic_axes={'input': dynamic, 'output': dynamic},
+            )
+    except Exception as error:  # noqa: BLE001  (any exporter failure becomes one message naming the module)
+        raise _diagnose(net, example, error) from error
+    if not fp32 and target == 'onnxruntime':
+        model = onnx.load(str(path))
+        if _zero_point_of_relu_fed_quantizers(model):
+            onnx.save(model, str(path))
+    return path
