@@ -1,33 +1,43 @@
 """The ``basicsr`` command (basicsr 1.4.2 ships none).
 
-    basicsr train -opt options/qdr_denoise.yml [--auto_resume] [--debug] [--force_yml a:b=v] [--launcher pytorch]
-    basicsr test  -opt options/test.yml
+    basicsr train  -opt options/qdr_denoise.yml [--auto_resume] [--debug] [--force_yml a:b=v] [--launcher pytorch]
+    basicsr test   -opt options/test.yml
+    basicsr export -opt X.yml --ckpt model.pth --out model.onnx [--target onnxruntime|tensorrt] [--fp32]
+    basicsr ptq    -opt X.yml --ckpt fp32.pth --out ptq.onnx --calib {minmax,percentile,entropy}
+    basicsr infer  -opt X.yml (--ckpt model.pth | --onnx model.onnx) -i in_dir -o out_dir [--tile 256]
 
-Every flag after the sub-command goes to basicsr's own ``parse_options`` unchanged. The plugin is registered
-first, and ``root_path`` is the current directory (``experiments/``, ``results/`` and ``tb_logger/`` land there).
+``train`` and ``test`` hand every flag after the sub-command to basicsr's own ``parse_options`` unchanged, with the
+plugin registered first and ``root_path`` = the current directory (``experiments/``, ``results/`` and
+``tb_logger/`` land there). The other sub-commands are the plugin's own (``basicsr <command> -h``).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 
 COMMANDS = {
-    'train': 'train a network with basicsr\'s training loop (plugin archs, models and datasets registered)',
-    'test': 'evaluate a trained network with basicsr\'s test loop',
+    'train': ('train a network with basicsr\'s training loop (plugin archs, models and datasets registered)', None),
+    'test': ('evaluate a trained network with basicsr\'s test loop', None),
+    'export': ('export a checkpoint to ONNX (INT8 Q/DQ for ONNX Runtime or TensorRT, or FP32)',
+               'qdr_plugin.deploy.export_cli:main'),
+    'ptq': ('post-training quantization baseline with ONNX Runtime quantize_static',
+            'qdr_plugin.deploy.ptq_cli:main'),
+    'infer': ('restore a folder of images with a checkpoint or an ONNX model', 'qdr_plugin.deploy.infer_cli:main'),
 }
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog='basicsr',
-        description='BasicSR with the qdr-plugin registered (QDR quantization-aware training).',
-        epilog='Flags after the sub-command are basicsr\'s own: -opt X.yml, --auto_resume, --debug, '
-        '--force_yml key:sub=value, --launcher {none,pytorch,slurm}. Run "basicsr train -h" for them.',
+        description='BasicSR with the qdr-plugin registered (QDR quantization-aware training and INT8 deployment).',
+        epilog='train / test take basicsr\'s own flags: -opt X.yml, --auto_resume, --debug, '
+        '--force_yml key:sub=value, --launcher {none,pytorch,slurm}. "basicsr <command> -h" shows each command\'s.',
     )
     sub = parser.add_subparsers(dest='command', metavar='{' + ','.join(COMMANDS) + '}')
-    for name, help_text in COMMANDS.items():
+    for name, (help_text, _) in COMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)
     return parser
 
@@ -45,6 +55,11 @@ def main(argv: list[str] | None = None) -> None:
 
     import qdr_plugin  # noqa: F401  (registers the plugin before basicsr builds anything)
 
+    target = COMMANDS[command][1]
+    if target is not None:
+        module, function = target.split(':')
+        getattr(importlib.import_module(module), function)(rest)
+        return
     root_path = os.getcwd()
     sys.argv = [f'basicsr {command}', *rest]
     if command == 'train':

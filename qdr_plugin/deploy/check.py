@@ -88,10 +88,10 @@ def _check_tensorrt(graph: onnx.GraphProto, problems: list[str]) -> None:
                 problems.append(f'{node.op_type} ({node.name}) weight is not a stored int8 tensor')
             elif scale is None or scale.size != weight.shape[axis_wanted] or axis != axis_wanted:
                 problems.append(f'{node.op_type} ({node.name}) weight scales must be per channel on axis {axis_wanted}')
-        if node.op_type == 'Add':
+        if node.op_type in ('Add', 'Sub'):
             dynamic = [name for name in node.input if name not in constants]
             if len(dynamic) == 2 and not all(from_dq(name) for name in dynamic):
-                problems.append(f'Add ({node.name}) of two tensors needs Q/DQ on both inputs (residual fusion)')
+                problems.append(f'{node.op_type} ({node.name}) of two tensors needs Q/DQ on both inputs (residual)')
         if node.op_type in UP_SAMPLING and from_dq(node.input[0]) is not None:
             problems.append(f'{node.op_type} ({node.name}) runs on a dequantized INT8 tensor: keep it outside INT8')
 

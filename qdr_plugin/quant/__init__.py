@@ -17,13 +17,13 @@ from .convert import (
     set_quant_enabled,
 )
 from .fake_quant import ActQuantizer, FakeQuantizer, WeightQuantizer, lsq_fake_quant
-from .modules import QuantAdd, QuantConcat, QuantConv2d, QuantConvTranspose2d, QuantLinear, QuantMul
-from .ops import Add, Concat, Mul
+from .modules import QuantAdd, QuantConcat, QuantConv2d, QuantConvTranspose2d, QuantLinear, QuantMul, QuantSub
+from .ops import Add, Concat, Mul, Sub
 from .sharing import tie_shared_quantizers
 
 __all__ = [
     'ActQuantizer', 'Add', 'Concat', 'FakeQuantizer', 'Mul', 'QuantAdd', 'QuantConcat', 'QuantConfig',
-    'QuantConv2d', 'QuantConvTranspose2d', 'QuantLinear', 'QuantMul', 'WeightQuantizer', 'calibrate',
-    'fold_batchnorm', 'fold_conv_bn', 'is_quantized', 'is_quantized_state_dict', 'lsq_fake_quant',
+    'QuantConv2d', 'QuantConvTranspose2d', 'QuantLinear', 'QuantMul', 'QuantSub', 'Sub', 'WeightQuantizer',
+    'calibrate', 'fold_batchnorm', 'fold_conv_bn', 'is_quantized', 'is_quantized_state_dict', 'lsq_fake_quant',
     'quantize_model', 'quantizer_parameters', 'quantizers', 'set_quant_enabled', 'tie_shared_quantizers',
 ]

@@ -28,7 +28,7 @@ def quantize_model(
     model: nn.Module, config: QuantConfig | None = None, example: torch.Tensor | None = None
 ) -> nn.Module:
     """Fold BatchNorm, then replace every ``Conv2d`` / ``ConvTranspose2d`` / ``Linear`` and every
-    :mod:`qdr_plugin.quant.ops` point (``Add``, ``Mul``, ``Concat``) by its quantized counterpart, in place.
+    :mod:`qdr_plugin.quant.ops` point (``Add``, ``Sub``, ``Mul``, ``Concat``) by its quantized counterpart, in place.
 
     Modules whose name matches a ``config.keep_fp32`` pattern stay float. Activation quantizers that receive the
     same tensor are then tied into one (:func:`qdr_plugin.quant.tie_shared_quantizers`, one forward pass on

@@ -52,7 +52,7 @@ class _SymmetricLSQ(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, step, qmin, qmax, grad_scale):
         s = float(step.clamp_min(STEP_MIN))
-        y = torch.mul(x, 1.0 / s).round_().clamp_(qmin, qmax).mul_(s)
+        y = torch.div(x, s).round_().clamp_(qmin, qmax).mul_(s)  # x / s, as QuantizeLinear computes it
         ctx.save_for_backward(x, y)
         ctx.constants = (s, qmin, qmax, grad_scale)
         return y

@@ -101,6 +101,19 @@ class QuantAdd(ops.Add):
         return self.quant_a(a) + self.quant_b(b)
 
 
+class QuantSub(ops.Sub):
+    """``Q_a(a) - Q_b(b)``: each operand has its own activation quantizer."""
+
+    @classmethod
+    def from_float(cls, op: ops.Sub, cfg: QuantConfig) -> QuantSub:
+        new = cls()
+        new.quant_a, new.quant_b = _act_quantizer(cfg), _act_quantizer(cfg)
+        return new
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return self.quant_a(a) - self.quant_b(b)
+
+
 class QuantMul(ops.Mul):
     """``Q_a(a) * Q_b(b)`` (``b`` stays float when the op was built with ``quantize_b=False``)."""
 
@@ -133,6 +146,7 @@ FLOAT_TO_QUANT: dict[type, type] = {
     nn.ConvTranspose2d: QuantConvTranspose2d,
     nn.Linear: QuantLinear,
     ops.Add: QuantAdd,
+    ops.Sub: QuantSub,
     ops.Mul: QuantMul,
     ops.Concat: QuantConcat,
 }

@@ -2,7 +2,7 @@
 
 An arch that writes ``self.add = Add()`` and ``y = self.add(a, b)`` instead of ``a + b`` gets quantized inputs on
 both operands after conversion (TensorRT wants Q/DQ on both inputs of a residual add). Before conversion these are
-exactly ``a + b``, ``a * b`` and ``torch.cat``.
+exactly ``a + b``, ``a - b``, ``a * b`` and ``torch.cat``.
 """
 
 import torch
@@ -14,6 +14,13 @@ class Add(nn.Module):
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return a + b
+
+
+class Sub(nn.Module):
+    """``a - b``."""
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return a - b
 
 
 class Mul(nn.Module):

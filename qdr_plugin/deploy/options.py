@@ -1,0 +1,27 @@
+"""Read the parts of an options YAML that the deployment commands need (no training set-up)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from basicsr.utils.options import ordered_yaml
+
+
+def read_options(path: str | Path) -> dict[str, Any]:
+    """The options file as a dict; a clear error if it is missing or has no ``network_g``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f'options file {path} does not exist.')
+    with open(path) as f:
+        opt = yaml.load(f, Loader=ordered_yaml()[0])
+    if not isinstance(opt, dict) or 'network_g' not in opt:
+        raise ValueError(f'{path}: no network_g block; give the options file the checkpoint was trained with.')
+    return opt
+
+
+def input_channels(opt: dict[str, Any]) -> int:
+    """Image channels the network takes (``network_g.in_ch`` / ``num_in_ch``, default 3)."""
+    network = opt['network_g']
+    return int(network.get('in_ch', network.get('num_in_ch', 3)))

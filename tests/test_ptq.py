@@ -1,0 +1,94 @@
+"""``basicsr ptq``: FP32 checkpoint -> ONNX -> ONNX Runtime ``quantize_static`` (Q/DQ), both targets, tiny sizes."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+import qdr_plugin  # noqa: F401  (registers the archs, applies the torchvision alias)
+from qdr_plugin.archs import EFM
+from qdr_plugin.cli import main
+from qdr_plugin.deploy import check_onnx
+from qdr_plugin.deploy.ptq import calibration_inputs
+
+NETWORK = {'type': 'EFM', 'in_ch': 1, 'width': 8, 'depth': 1}
+
+
+@pytest.fixture
+def fp32_setup(write_options, workdir: Path) -> tuple[Path, Path, EFM]:
+    """(options yml, FP32 checkpoint, the network) in ``workdir``."""
+    torch.manual_seed(0)
+    net = EFM(in_ch=1, width=8, depth=1).eval()
+    ckpt = workdir / 'fp32.pth'
+    torch.save({'params': net.state_dict()}, ckpt)
+    return write_options('ptq', network_g=dict(NETWORK)), ckpt, net
+
+
+def _tiny_input() -> np.ndarray:
+    yy, xx = np.mgrid[0:24, 0:40]
+    clean = 0.5 + 0.3 * np.sin(xx / 4.0) * np.cos(yy / 5.0)
+    noisy = clean + np.random.default_rng(3).normal(0, 25 / 255, clean.shape)
+    return noisy[None, None].astype(np.float32)
+
+
+@pytest.mark.parametrize('target', ['onnxruntime', 'tensorrt'])
+@pytest.mark.parametrize('method', ['minmax', 'percentile', 'entropy'])
+def test_ptq_writes_a_checked_int8_model_close_to_fp32(fp32_setup, workdir, method, target, capsys):
+    yml, ckpt, net = fp32_setup
+    out = workdir / f'ptq_{method}_{target}.onnx'
+    main(['ptq', '-opt', str(yml), '--ckpt', str(ckpt), '--out', str(out), '--calib', method, '--target', target,
+          '--num-calib', '4'])
+    assert 'OK' in capsys.readouterr().out
+
+    report = check_onnx(out, target)
+    assert report.problems == []
+    ops = Counter(node.op_type for node in onnx.load(str(out)).graph.node)
+    assert ops['QuantizeLinear'] > 0 and ops['DequantizeLinear'] > 0
+
+    x = _tiny_input()
+    session = ort.InferenceSession(str(out), providers=['CPUExecutionProvider'])
+    (y,) = session.run(None, {'input': x})
+    assert y.shape == x.shape
+    with torch.no_grad():
+        ref = net(torch.from_numpy(x)).numpy()
+    psnr = 10 * np.log10(1.0 / np.mean((y - ref) ** 2))
+    assert psnr > 25, f'{method}/{target}: INT8 vs FP32 PSNR {psnr:.1f} dB'
+
+
+def test_missing_checkpoint_exits_naming_it(fp32_setup, workdir):
+    yml, _, _ = fp32_setup
+    with pytest.raises(SystemExit) as exit_info:
+        main(['ptq', '-opt', str(yml), '--ckpt', 'nowhere.pth', '--out', 'x.onnx', '--calib', 'minmax'])
+    message = str(exit_info.value.code)
+    assert message.startswith('basicsr ptq:') and 'nowhere.pth' in message and '\n' not in message
+    assert not (workdir / 'x.onnx').exists()
+
+
+def test_bad_calibration_method_and_missing_train_set_exit_with_the_fix(fp32_setup, write_options, delete_key):
+    yml, ckpt, _ = fp32_setup
+    with pytest.raises(SystemExit, match=r'basicsr ptq: unknown calibration method .*minmax \| percentile'):
+        main(['ptq', '-opt', str(yml), '--ckpt', str(ckpt), '--out', 'x.onnx', '--calib', 'kl'])
+    no_train = write_options('no_train', network_g=dict(NETWORK), datasets={'train': delete_key})
+    with pytest.raises(SystemExit, match=r'basicsr ptq: .* no datasets\.train block'):
+        main(['ptq', '-opt', str(no_train), '--ckpt', str(ckpt), '--out', 'x.onnx', '--calib', 'minmax'])
+
+
+def test_calibration_inputs_are_deterministic_noisy_crops(fp32_setup):
+    from qdr_plugin.deploy.options import read_options
+
+    train_opt = read_options(fp32_setup[0])['datasets']['train']
+    state = np.random.get_state()
+    first = calibration_inputs(train_opt, 6, None)
+    second = calibration_inputs(train_opt, 6, 12)
+    again = calibration_inputs(train_opt, 6, None)
+    assert [a.shape for a in first] == [(1, 1, 16, 16)] * 6 and [a.shape for a in second] == [(1, 1, 12, 12)] * 6
+    assert all(a.dtype == np.float32 for a in first)
+    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+    assert not np.array_equal(first[0], first[1])
+    assert np.array_equal(np.random.get_state()[1], state[1])  # the global RNG state is left as it was
