@@ -1,0 +1,95 @@
+"""A trained QDR checkpoint, exported and run by ONNX Runtime on a validation set: PSNR / SSIM of the FP32 and INT8
+files against the ground truth, and parity of each INT8 file with the PyTorch fake-quant network (max difference
+in output quantization steps, PSNR between the two), all on the same noisy inputs (DESIGN.md section 5).
+
+    python benchmarks/onnx_eval.py -opt options/qdr_denoise_bsd68.yml \\
+        --ckpt experiments/qdr_denoise_bsd68/models/net_g_latest.pth --name bsd68_onnx
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from basicsr.data import build_dataset
+from common import command_line, load_options, markdown_table, write_results
+
+import qdr_plugin  # noqa: F401  (registers the plugin)
+from qdr_plugin.deploy import export_onnx, onnxruntime_kernel_counts
+from qdr_plugin.deploy.options import input_channels
+from qdr_plugin.utils.checkpoint import load_networks
+from qdr_plugin.utils.evaluation import evaluate
+
+
+def _output_step(net: torch.nn.Module) -> float:
+    """The step of the quantizers that make the output (EFM: its global residual), else one 8-bit level."""
+    residual = getattr(net, 'residual', None)
+    if residual is not None and hasattr(residual, 'quant_a'):
+        return max(float(residual.quant_a.step), float(residual.quant_b.step))
+    return 1 / 255
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('-opt', required=True)
+    parser.add_argument('--ckpt', required=True)
+    parser.add_argument('--name', default='onnx_eval')
+    parser.add_argument('--threads', type=int, default=torch.get_num_threads())
+    args = parser.parse_args()
+
+    opt = load_options(args.opt)
+    val_opt = next(v for k, v in opt['datasets'].items() if k.startswith('val'))
+    dataset = build_dataset(val_opt)
+    student, teacher = load_networks(opt['network_g'], opt.get('quant'), args.ckpt)
+    channels = input_channels(opt)
+    step = _output_step(student)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        files = {'FP32 (teacher)': export_onnx(teacher, Path(tmp) / 'fp32.onnx', channels, fp32=True)}
+        for target in ('onnxruntime', 'tensorrt'):
+            files[f'INT8 {target} file'] = export_onnx(student, Path(tmp) / f'{target}.onnx', channels, target)
+        for label, path in files.items():
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = args.threads
+            session = ort.InferenceSession(str(path), options, providers=['CPUExecutionProvider'])
+            max_steps, sq_err, count = 0.0, 0.0, 0
+
+            def restore(x: torch.Tensor, session=session, label=label) -> torch.Tensor:
+                nonlocal max_steps, sq_err, count
+                out = session.run(None, {'input': x.numpy()})[0]
+                if label.startswith('INT8'):
+                    with torch.no_grad():
+                        ref = student(x).numpy()
+                    max_steps = max(max_steps, float(np.abs(out - ref).max()) / step)
+                    sq_err += float(((out.astype(np.float64) - ref) ** 2).sum())
+                    count += out.size
+                return torch.from_numpy(out)
+
+            scores = evaluate(restore, dataset, desc=label)
+            row = {'file': label, 'dataset': val_opt['name'], 'sigma': val_opt.get('sigma'),
+                   'psnr': round(scores['psnr'], 3), 'ssim': round(scores['ssim'], 4)}
+            if label.startswith('INT8'):
+                row['parity_max_steps'] = round(max_steps, 2)
+                row['parity_psnr_db'] = round(10 * math.log10(count / sq_err), 1) if sq_err else math.inf
+            if 'onnxruntime' in label:
+                kernels = onnxruntime_kernel_counts(path)
+                row['ort_int8_convs'] = kernels.get('QLinearConv', 0)
+            rows.append(row)
+            print(markdown_table([row], list(row)))
+    with torch.no_grad():
+        fake = evaluate(student, dataset, desc='fake-quant')
+    rows.append({'file': 'INT8 fake-quant (PyTorch)', 'dataset': val_opt['name'], 'sigma': val_opt.get('sigma'),
+                 'psnr': round(fake['psnr'], 3), 'ssim': round(fake['ssim'], 4)})
+    print(f'output quantization step: {step:.5f}')
+    print(markdown_table(rows, ['file', 'dataset', 'sigma', 'psnr', 'ssim', 'parity_max_steps', 'parity_psnr_db',
+                                'ort_int8_convs']))
+    print('wrote', write_results(args.name, rows, command_line()))
+
+
+if __name__ == '__main__':
+    main()

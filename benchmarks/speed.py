@@ -1,0 +1,131 @@
+"""Speed at 256x256: FP32 PyTorch, FP32 ONNX Runtime, INT8 ONNX Runtime (our export) and INT8 ONNX Runtime (ORT PTQ),
+for the EFM and the pretrained DnCNN, in one run; ratios to FP32 ONNX Runtime (DESIGN.md section 5).
+
+Speed does not depend on the weights' values, but the numbers use real ones where they exist: the EFM from a QDR
+checkpoint (``--efm-ckpt``, else a freshly initialised EFM), DnCNN from ``../shared/weights/DnCNN``. The INT8
+networks are calibrated on the demo images (our export: the engine's calibration, PTQ: ORT's MinMax).
+
+    python benchmarks/speed.py --runs 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from common import command_line, markdown_table, write_results
+from torch import nn
+
+import qdr_plugin  # noqa: F401  (registers the plugin)
+from qdr_plugin.archs import EFM, DnCNN
+from qdr_plugin.deploy import export_onnx, onnxruntime_kernel_counts
+from qdr_plugin.deploy.ptq import quantize_onnx_ptq
+from qdr_plugin.quant import QuantConfig, calibrate, fold_batchnorm, quantize_model
+from qdr_plugin.utils.checkpoint import load_networks
+from qdr_plugin.utils.complexity import count_macs, count_parameters
+from qdr_plugin.utils.dncnn_convert import load_dncnn_module_state
+
+ROOT = Path(__file__).resolve().parents[1]
+DNCNN_WEIGHTS = ROOT.parent / 'shared' / 'weights' / 'DnCNN' / 'dncnn_pytorch_sigma25_model.pth'
+DEMO = ROOT / 'datasets' / 'demo' / 'train'
+
+
+def _calibration_crops(channels: int, count: int = 8, size: int = 64) -> list[torch.Tensor]:
+    import cv2
+
+    rng = np.random.default_rng(0)
+    crops = []
+    for path in sorted(DEMO.glob('*.png'))[:count]:
+        img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)[:size, :size] / 255.0
+        noisy = img + rng.normal(0, 25 / 255, img.shape)
+        crops.append(torch.from_numpy(noisy).float()[None, None].repeat(1, channels, 1, 1))
+    return crops
+
+
+def _median_seconds(run, runs: int, warmup: int = 3) -> float:
+    for _ in range(warmup):
+        run()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _session(path: Path, threads: int) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), options, providers=['CPUExecutionProvider'])
+
+
+def _networks(efm_ckpt: str | None) -> dict[str, tuple[nn.Module, int]]:
+    nets = {}
+    if efm_ckpt:
+        student, teacher = load_networks({'type': 'EFM', 'in_ch': 1}, {}, efm_ckpt)
+        nets['EFM (gray)'] = (teacher if teacher is not None else student, 1)
+    else:
+        nets['EFM (gray)'] = (EFM(in_ch=1), 1)
+    if DNCNN_WEIGHTS.is_file():
+        dncnn = DnCNN()
+        dncnn.load_state_dict(load_dncnn_module_state(DNCNN_WEIGHTS))
+        fold_batchnorm(dncnn.eval())
+        nets['DnCNN-S (pretrained)'] = (dncnn, 1)
+    else:
+        print(f'{DNCNN_WEIGHTS} not found: DnCNN skipped')
+    return nets
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--size', type=int, default=256)
+    parser.add_argument('--runs', type=int, default=30)
+    parser.add_argument('--threads', type=int, default=torch.get_num_threads())
+    parser.add_argument('--efm-ckpt', default=None, help='a QDR EFM checkpoint (its FP32 teacher is the FP32 model)')
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, (net, channels) in _networks(args.efm_ckpt).items():
+            net = net.eval()
+            x = torch.rand(1, channels, args.size, args.size)
+            crops = _calibration_crops(channels)
+            fp32_path = export_onnx(net, Path(tmp) / 'fp32.onnx', channels, fp32=True)
+            quantized = quantize_model(copy.deepcopy(net), QuantConfig(calibration='percentile'))
+            calibrate(quantized, crops)
+            int8_path = export_onnx(quantized.eval(), Path(tmp) / 'int8.onnx', channels, 'onnxruntime')
+            ptq_path = quantize_onnx_ptq(fp32_path, Path(tmp) / 'ptq.onnx', [c.numpy() for c in crops], 'minmax')
+            with torch.no_grad():
+                seconds = {'FP32 PyTorch': _median_seconds(lambda n=net, i=x: n(i), args.runs)}
+            feed = {'input': x.numpy()}
+            for label, path in (('FP32 ONNX Runtime', fp32_path), ('INT8 ONNX Runtime (QDR export)', int8_path),
+                                ('INT8 ONNX Runtime (ORT PTQ)', ptq_path)):
+                session = _session(path, args.threads)
+                seconds[label] = _median_seconds(lambda s=session, f=feed: s.run(None, f), args.runs)
+            base = seconds['FP32 ONNX Runtime']
+            kernels = {label: onnxruntime_kernel_counts(p) for label, p in (('ours', int8_path), ('ptq', ptq_path))}
+            for label, value in seconds.items():
+                row = {'model': name, 'runtime': label, 'fps': round(1 / value, 2),
+                       'speedup_vs_fp32_ort': round(base / value, 2), 'params': count_parameters(net),
+                       'gmacs': round(count_macs(net, (1, channels, args.size, args.size)) / 1e9, 2)}
+                if 'QDR' in label or 'PTQ' in label:
+                    k = kernels['ours' if 'QDR' in label else 'ptq']
+                    row['int8_convs'] = k.get('QLinearConv', 0)
+                    row['float_convs'] = k.get('Conv', 0) + k.get('FusedConv', 0) + k.get('ConvTranspose', 0)
+                rows.append(row)
+    print(f'input 1x1x{args.size}x{args.size}, median of {args.runs} runs, {args.threads} threads')
+    print(markdown_table(rows, ['model', 'runtime', 'fps', 'speedup_vs_fp32_ort', 'int8_convs', 'float_convs',
+                                'params', 'gmacs']))
+    print('wrote', write_results('speed', rows, command_line()))
+
+
+if __name__ == '__main__':
+    main()
