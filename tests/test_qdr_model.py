@@ -87,6 +87,7 @@ def test_qat_checkpoint_continues_training_with_its_teacher(write_options, delet
     first = torch.load(ckpt, weights_only=True)
     second = torch.load(models / 'net_g_latest.pth', weights_only=True)
     assert all(torch.equal(first['params_teacher'][k], second['params_teacher'][k]) for k in first['params_teacher'])
+    assert not is_quantized_state_dict(second['params_teacher'])  # the teacher stays a plain FP32 network
 
 
 def test_non_finite_loss_stops_with_clear_message(write_options):

@@ -25,16 +25,20 @@ same images, and keeps the best student in ``models/net_g_best.pth``.
 from __future__ import annotations
 
 import math
+import os
+import time
 import warnings
 from collections import OrderedDict
 from copy import deepcopy
 
 import torch
+from basicsr.archs import build_network
 from basicsr.data import build_dataset
 from basicsr.losses import build_loss
 from basicsr.metrics import calculate_metric
 from basicsr.models.sr_model import SRModel
 from basicsr.utils import get_root_logger, tensor2img
+from basicsr.utils.dist_util import master_only
 from basicsr.utils.registry import MODEL_REGISTRY
 from torch import nn
 
@@ -47,9 +51,10 @@ from qdr_plugin.quant import (
     is_quantized_state_dict,
     quantize_model,
     quantizer_parameters,
-    set_quant_enabled,
 )
 from qdr_plugin.registry import register
+from qdr_plugin.train import rng_state, set_rng_state
+from qdr_plugin.utils.atomic import atomic_torch_save
 
 from .feature_capture import FeatureCapture
 
@@ -115,9 +120,10 @@ class QDRModel(SRModel):
                     'path.pretrain_network_g is a quantized checkpoint without its FP32 teacher (params_teacher); '
                     'start QAT from the FP32 checkpoint instead (e.g. models/net_g_fp32.pth).'
                 )
-            teacher = deepcopy(net)
-            set_quant_enabled(teacher, False)
-            teacher.load_state_dict(self._checkpoint_extras['params_teacher'], strict=False)
+            teacher = build_network(self.opt['network_g']).to(self.device)  # a plain FP32 network
+            if self.quant_config.fold_bn:
+                fold_batchnorm(teacher)
+            teacher.load_state_dict(self._checkpoint_extras['params_teacher'])
             self._set_teacher(teacher)
         elif self.fp32_warmup_iter == 0:
             self._start_qat()
@@ -330,3 +336,97 @@ class QDRModel(SRModel):
     def save(self, epoch: int, current_iter: int) -> None:
         self._save_networks(current_iter)
         self.save_training_state(epoch, current_iter)
+
+    @master_only
+    def save_network(self, net, net_label: str, current_iter, param_key='params') -> None:
+        """basicsr's ``save_network`` (file ``models/<net_label>_<iter | latest>.pth``, ``{param_key: state_dict}``
+        with ``module.`` stripped, 3 attempts), but written atomically: a crash never leaves a truncated file."""
+        if current_iter == -1:
+            current_iter = 'latest'
+        save_path = os.path.join(self.opt['path']['models'], f'{net_label}_{current_iter}.pth')
+        nets = net if isinstance(net, list) else [net]
+        keys = param_key if isinstance(param_key, list) else [param_key]
+        if len(nets) != len(keys):
+            raise ValueError(f'save_network: {len(nets)} networks but {len(keys)} param keys.')
+        save_dict = {}
+        for net_, key in zip(nets, keys):
+            state = self.get_bare_model(net_).state_dict()
+            bare = OrderedDict((k[7:] if k.startswith('module.') else k, v.cpu()) for k, v in state.items())
+            bare._metadata = getattr(state, '_metadata', OrderedDict())  # load_state_dict's version info
+            save_dict[key] = bare
+        _save_with_retry(save_dict, save_path, 'model')
+
+    @master_only
+    def save_training_state(self, epoch: int, current_iter: int) -> None:
+        """basicsr's training state (epoch, iter, optimizers, schedulers) plus everything else that steers training:
+        ``rng`` (python / numpy / torch RNG states), ``lmr_optimizer`` (LMR's own Adam) and
+        ``best_metric_results``; written atomically, loadable with ``torch.load(..., weights_only=True)``."""
+        if current_iter == -1:
+            return
+        state = {
+            'epoch': epoch,
+            'iter': current_iter,
+            'optimizers': [o.state_dict() for o in self.optimizers],
+            'schedulers': [s.state_dict() for s in self.schedulers],
+            'rng': rng_state(),
+        }
+        if self.lmr is not None:
+            state['lmr_optimizer'] = self.lmr.optimizer.state_dict()
+        if hasattr(self, 'best_metric_results'):
+            state['best_metric_results'] = {
+                dataset: {
+                    metric: {'better': str(r['better']), 'val': float(r['val']), 'iter': int(r['iter'])}
+                    for metric, r in record.items()
+                }
+                for dataset, record in self.best_metric_results.items()
+            }
+        save_path = os.path.join(self.opt['path']['training_states'], f'{current_iter}.state')
+        _save_with_retry(state, save_path, 'training state')
+
+    def resume_training(self, resume_state: dict) -> None:
+        """basicsr's (optimizers, schedulers), plus the LMR optimizer, the best-metric records and the RNG states.
+
+        The network, its quantizer step sizes, the teacher (QAT started or not) and the LMR weights come from the
+        ``net_g_<iter>.pth`` that ``check_resume`` sets as ``path.pretrain_network_g``. Resumed before
+        ``fp32_warmup_iter`` the model is still FP32 and switches to QAT at the same iteration as an uninterrupted
+        run; resumed after it, the model is already quantized and the optimizer (with its step-size group) and
+        schedulers are loaded, not restarted.
+        """
+        saved_optimizers = resume_state['optimizers']
+        if len(saved_optimizers) != len(self.optimizers):
+            raise ValueError(
+                f'The training state has {len(saved_optimizers)} optimizers, the model {len(self.optimizers)}.'
+            )
+        for i, (saved, optimizer) in enumerate(zip(saved_optimizers, self.optimizers)):
+            if len(saved['param_groups']) != len(optimizer.param_groups):
+                raise ValueError(
+                    f"Optimizer {i} of the training state (iter {resume_state['iter']}) has "
+                    f"{len(saved['param_groups'])} parameter groups but the model has {len(optimizer.param_groups)} "
+                    '(2 once QAT has started: weights + quantizer step sizes). Resume with the network checkpoint '
+                    'saved together with the state (models/net_g_<iter>.pth, not ignore_resume_networks).'
+                )
+        super().resume_training(resume_state)
+        if self.lmr is not None:
+            if 'lmr_optimizer' in resume_state:
+                self.lmr.optimizer.load_state_dict(resume_state['lmr_optimizer'])
+            else:
+                get_root_logger().warning('The training state has no lmr_optimizer: LMR\'s Adam restarts from zero.')
+        if 'best_metric_results' in resume_state:
+            self.best_metric_results = deepcopy(resume_state['best_metric_results'])
+        if 'rng' in resume_state:
+            set_rng_state(resume_state['rng'])
+
+
+def _save_with_retry(obj, save_path: str, what: str, retries: int = 3) -> None:
+    """:func:`atomic_torch_save` with basicsr's policy: 3 attempts, then a warning (training goes on; the previous
+    file at ``save_path``, if any, is intact)."""
+    logger = get_root_logger()
+    for attempt in range(retries, 0, -1):
+        try:
+            atomic_torch_save(obj, save_path)
+            return
+        except Exception as e:
+            logger.warning(f'Save {what} error: {e}, remaining retry times: {attempt - 1}')
+            if attempt > 1:
+                time.sleep(1)
+    logger.warning(f'Still cannot save {save_path}. Just ignore it.')
