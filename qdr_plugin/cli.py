@@ -42,6 +42,21 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_options(command: str, rest: list[str]) -> None:
+    """Validate the options file before basicsr reads data or builds a network (one clear line on error)."""
+    from qdr_plugin.options_check import OptionsError, check_options_file
+
+    peek = argparse.ArgumentParser(add_help=False)
+    peek.add_argument('-opt')
+    known, _ = peek.parse_known_args(rest)
+    if known.opt is None or '-h' in rest or '--help' in rest:
+        return  # basicsr's own parser reports the missing -opt / prints its help
+    try:
+        check_options_file(known.opt, is_train=command == 'train')
+    except OptionsError as error:
+        sys.exit(f'basicsr {command}: {error}')
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``basicsr`` console script and of ``python -m qdr_plugin``."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -60,6 +75,7 @@ def main(argv: list[str] | None = None) -> None:
         module, function = target.split(':')
         getattr(importlib.import_module(module), function)(rest)
         return
+    _check_options(command, rest)
     root_path = os.getcwd()
     sys.argv = [f'basicsr {command}', *rest]
     if command == 'train':

@@ -90,11 +90,23 @@ def test_qat_checkpoint_continues_training_with_its_teacher(write_options, delet
     assert not is_quantized_state_dict(second['params_teacher'])  # the teacher stays a plain FP32 network
 
 
-def test_non_finite_loss_stops_with_clear_message(write_options):
-    yml = write_options('nan', train={'optim_g': {'lr': float('inf')}, 'total_iter': 3, 'fp32_warmup_iter': 0})
-    with pytest.raises(FloatingPointError, match='not finite'):
+def test_non_finite_loss_stops_with_clear_message(write_options, monkeypatch):
+    opt = _parse(write_options('nan', train={'fp32_warmup_iter': 0}), True, monkeypatch)
+    Path(opt['path']['models']).mkdir(parents=True)
+    model = build_model(opt)
+    lq = torch.rand(2, 1, 16, 16)
+    lq[0, 0, 3, 3] = float('nan')  # a corrupt input poisons the loss
+    model.feed_data({'lq': lq, 'gt': torch.rand(2, 1, 16, 16)})
+    with pytest.raises(FloatingPointError, match='not finite at iter 7'):
+        model.optimize_parameters(7)
+    assert not list(Path(opt['path']['models']).glob('*.pth'))
+
+
+def test_options_are_checked_before_training(write_options):
+    yml = write_options('badlr', train={'optim_g': {'lr': float('inf')}})
+    with pytest.raises(SystemExit, match='train.optim_g.lr'):
         _train(yml)
-    assert not list(Path('experiments/nan/models').glob('*.pth'))
+    assert not Path('experiments/badlr').exists()
 
 
 def test_dfd_layer_must_exist(write_options):
@@ -105,7 +117,7 @@ def test_dfd_layer_must_exist(write_options):
 
 def test_lmr_without_dfd_is_refused(write_options, delete_key):
     yml = write_options('lmr_alone', train={'dfd_opt': delete_key})
-    with pytest.raises(ValueError, match='dfd_opt'):
+    with pytest.raises(SystemExit, match='dfd_opt'):  # refused by the options check, before anything is built
         _train(yml)
 
 
