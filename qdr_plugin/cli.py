@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     root_path = os.getcwd()
     sys.argv = [f'basicsr {command}', *rest]
     if command == 'train':
-        from basicsr.train import train_pipeline
+        from qdr_plugin.train import train_pipeline
 
         train_pipeline(root_path)
     else:

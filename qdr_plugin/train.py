@@ -11,7 +11,9 @@ these changes:
   come from the iteration (``divmod(iter, len(train_loader))``); in the middle of an epoch its first batches are
   loaded and dropped, with the RNG states put back afterwards.
 * The model's ``resume_training`` runs after the data prefetcher is created, so RNG states it restores (QDRModel
-  saves them, see :func:`rng_state`) are not consumed by the prefetcher's set-up.
+  saves them, see :func:`rng_state`) are not consumed by the prefetcher's set-up; and validation during training
+  leaves the RNG states as it found them (creating a val loader iterator draws from torch's RNG, and the state
+  saved just before a validation must equal the one the training continues with).
 
 Exactness (N iterations straight == N/2, resume, N/2, bit for bit on CPU) holds with the default prefetcher
 (``prefetch_mode`` unset) and ``num_worker_per_gpu: 0``. With data-loader workers it holds when the state was saved
@@ -133,7 +135,7 @@ def train_pipeline(root_path: str) -> None:
     copy_opt_file(args.opt, opt['path']['experiments_root'])
 
     # get_root_logger must not be called before this point (the logger would not get its file)
-    log_file = osp.join(opt['path']['log'], f"train_{opt['name']}_{get_time_str()}.log")
+    log_file = osp.join(opt['path']['log'], f'train_{opt["name"]}_{get_time_str()}.log')
     logger = get_root_logger(logger_name='basicsr', log_level=logging.INFO, log_file=log_file)
     logger.info(get_env_info())
     logger.info(dict2str(opt))
@@ -159,8 +161,8 @@ def train_pipeline(root_path: str) -> None:
     if resume_state:
         model.resume_training(resume_state)  # optimizers, schedulers (and for QDRModel: LMR optimizer, RNG states)
         current_iter = resume_state['iter']
-        start_epoch, skip = divmod(current_iter, len(train_loader))
-        logger.info(f"Resuming training from epoch: {resume_state['epoch']}, iter: {current_iter}.")
+        start_epoch, skip = divmod(current_iter, max(len(train_loader), 1))
+        logger.info(f'Resuming training from epoch: {resume_state["epoch"]}, iter: {current_iter}.')
         if skip:
             logger.info(f'Resuming in the middle of epoch {start_epoch}: its first {skip} batches are skipped.')
     else:
@@ -211,8 +213,9 @@ def train_pipeline(root_path: str) -> None:
             if opt.get('val') is not None and (current_iter % opt['val']['val_freq'] == 0):
                 if len(val_loaders) > 1:
                     logger.warning('Multiple validation datasets are *only* supported by SRModel.')
-                for val_loader in val_loaders:
-                    model.validation(val_loader, current_iter, tb_logger, opt['val']['save_img'])
+                with _rng_preserved():  # iterating a val loader draws from torch's RNG; a resumed run skips this
+                    for val_loader in val_loaders:
+                        model.validation(val_loader, current_iter, tb_logger, opt['val']['save_img'])
 
             data_timer.start()
             iter_timer.start()

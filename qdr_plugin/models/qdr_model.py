@@ -17,7 +17,8 @@ B. QAT: BatchNorm is folded, the teacher becomes a frozen FP32 copy of the netwo
 
 Checkpoints are basicsr's ``{'params': student}`` plus ``'params_teacher'`` (and ``'params_lmr'``) in the same file,
 so a QAT checkpoint reloads into an identical quantized network with its teacher. At the start of QAT the FP32
-network is also written to ``models/net_g_fp32.pth``.
+network is also written to ``models/net_g_fp32.pth``. Checkpoints and training states are written atomically; the
+training states also hold the RNG states and LMR's optimizer, so that ``qdr_plugin.train`` resumes exactly.
 Validation logs the INT8 (fake-quant) student's metrics (``psnr``) and the FP32 teacher's (``psnr_fp32``) on the
 same images, and keeps the best student in ``models/net_g_best.pth``.
 """
@@ -400,8 +401,8 @@ class QDRModel(SRModel):
         for i, (saved, optimizer) in enumerate(zip(saved_optimizers, self.optimizers)):
             if len(saved['param_groups']) != len(optimizer.param_groups):
                 raise ValueError(
-                    f"Optimizer {i} of the training state (iter {resume_state['iter']}) has "
-                    f"{len(saved['param_groups'])} parameter groups but the model has {len(optimizer.param_groups)} "
+                    f'Optimizer {i} of the training state (iter {resume_state["iter"]}) has '
+                    f'{len(saved["param_groups"])} parameter groups but the model has {len(optimizer.param_groups)} '
                     '(2 once QAT has started: weights + quantizer step sizes). Resume with the network checkpoint '
                     'saved together with the state (models/net_g_<iter>.pth, not ignore_resume_networks).'
                 )
@@ -410,7 +411,7 @@ class QDRModel(SRModel):
             if 'lmr_optimizer' in resume_state:
                 self.lmr.optimizer.load_state_dict(resume_state['lmr_optimizer'])
             else:
-                get_root_logger().warning('The training state has no lmr_optimizer: LMR\'s Adam restarts from zero.')
+                get_root_logger().warning("The training state has no lmr_optimizer: LMR's Adam restarts from zero.")
         if 'best_metric_results' in resume_state:
             self.best_metric_results = deepcopy(resume_state['best_metric_results'])
         if 'rng' in resume_state:
