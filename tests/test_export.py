@@ -107,10 +107,12 @@ def test_onnxruntime_runs_the_convolutions_as_integer_kernels(tmp_path):
     net = _quantized(EFM(in_ch=1, width=16, depth=2), 1)
     path = export_onnx(net, tmp_path / 'efm.onnx', 1, 'onnxruntime')
     kernels = onnxruntime_kernel_counts(path)
-    n_conv = sum(type(m).__name__ == 'QuantConv2d' for m in net.modules())
+    n_conv = sum(type(m).__name__ in ('QuantConv2d', 'QuantConvTranspose2d') for m in net.modules())
     n_gate = sum(1 for name, _ in net.named_modules() if name.endswith('ldg.proj'))
-    # every convolution but the one-channel LDG gate projections (they feed a float sigmoid) is a QLinearConv
+    # every convolution but the one-channel LDG gate projections (they feed a float sigmoid) is a QLinearConv; the
+    # 2x2 transposed convolutions too, as a 1x1 conv + uint8 depth-to-space
     assert kernels['QLinearConv'] == n_conv - n_gate
+    assert 'ConvTranspose' not in kernels
     assert kernels['QLinearAdd'] > 0
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
-from onnx import numpy_helper
+from onnx import helper, numpy_helper
 from torch import nn
 
 from qdr_plugin.quant import is_quantized, quantizers, set_quant_enabled
@@ -112,6 +112,87 @@ def _zero_point_of_relu_fed_quantizers(model: onnx.ModelProto) -> int:
     return changed
 
 
+def _constant_values(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
+    values = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    for node in graph.node:
+        if node.op_type == 'Constant' and node.attribute and node.attribute[0].name == 'value':
+            values[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+    return values
+
+
+def _deconvolutions_as_conv_and_depth_to_space(model: onnx.ModelProto) -> int:
+    """onnxruntime target: ONNX Runtime has no integer ConvTranspose on CPU, so a quantized 2x2 / stride-2
+    ConvTranspose (no padding, one group) whose output feeds one QuantizeLinear becomes the same arithmetic in a
+    form it runs in INT8: a 1x1 Conv to ``4 C_out`` channels (``W'[4c + 2i + j, k] = W[k, c, i, j]``, per-channel
+    scales and bias repeated), the QuantizeLinear, then DepthToSpace (CRD) on the uint8 tensor -- exact, since
+    depth-to-space only moves values."""
+    graph = model.graph
+    values = _constant_values(graph)
+    producers = {out: node for node in graph.node for out in node.output}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    rewritten = 0
+    for node in list(graph.node):
+        if node.op_type != 'ConvTranspose':
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if (list(attrs.get('kernel_shape', [])) != [2, 2] or list(attrs.get('strides', [])) != [2, 2]
+                or any(attrs.get('pads', [0])) or attrs.get('group', 1) != 1 or any(attrs.get('output_padding', [0]))
+                or any(d != 1 for d in attrs.get('dilations', [1]))):
+            continue
+        weight_dq = producers.get(node.input[1])
+        users = consumers.get(node.output[0], [])
+        if weight_dq is None or weight_dq.op_type != 'DequantizeLinear' or len(users) != 1:
+            continue
+        quantize = users[0]
+        weight, scale = values.get(weight_dq.input[0]), values.get(weight_dq.input[1])
+        if quantize.op_type != 'QuantizeLinear' or weight is None or scale is None or weight.ndim != 4:
+            continue
+        c_in, c_out = weight.shape[:2]
+        prefix = node.output[0]
+        tensors = {
+            f'{prefix}_w': weight.transpose(1, 2, 3, 0).reshape(4 * c_out, c_in, 1, 1),
+            f'{prefix}_scale': np.repeat(np.broadcast_to(scale, (c_out,)), 4).astype(np.float32),
+            f'{prefix}_zero': np.zeros(4 * c_out, dtype=np.int8),
+        }
+        conv_inputs = [node.input[0], f'{prefix}_wdq']
+        if len(node.input) > 2 and node.input[2]:
+            tensors[f'{prefix}_bias'] = np.repeat(values[node.input[2]], 4).astype(np.float32)
+            conv_inputs.append(f'{prefix}_bias')
+        graph.initializer.extend(numpy_helper.from_array(array, name) for name, array in tensors.items())
+        quantized_name = quantize.output[0]
+        new_nodes = [
+            helper.make_node('DequantizeLinear', [f'{prefix}_w', f'{prefix}_scale', f'{prefix}_zero'],
+                             [f'{prefix}_wdq'], name=f'{node.name}_weight_dq', axis=0),
+            helper.make_node('Conv', conv_inputs, [f'{prefix}_conv'], name=f'{node.name}_as_conv1x1',
+                             kernel_shape=[1, 1]),
+            helper.make_node('DepthToSpace', [f'{prefix}_quantized'], [quantized_name],
+                             name=f'{node.name}_depth_to_space', blocksize=2, mode='CRD'),
+        ]
+        quantize.input[0] = f'{prefix}_conv'
+        quantize.output[0] = f'{prefix}_quantized'
+        index = list(graph.node).index(node)
+        graph.node.remove(node)
+        for offset, new in enumerate(new_nodes[:2]):
+            graph.node.insert(index + offset, new)
+        graph.node.insert(list(graph.node).index(quantize) + 1, new_nodes[2])
+        rewritten += 1
+    if rewritten:
+        _remove_unused_constants(graph)
+    return rewritten
+
+
+def _remove_unused_constants(graph: onnx.GraphProto) -> None:
+    """Drop initializers and Constant nodes that no node reads any more (after a rewrite)."""
+    used = {name for node in graph.node for name in node.input} | {out.name for out in graph.output}
+    for init in [i for i in graph.initializer if i.name not in used]:
+        graph.initializer.remove(init)
+    for node in [n for n in graph.node if n.op_type == 'Constant' and n.output[0] not in used]:
+        graph.node.remove(node)
+
+
 def export_onnx(
     net: nn.Module,
     path: str | Path,
@@ -151,6 +232,6 @@ def export_onnx(
         raise _diagnose(net, example, error) from error
     if not fp32 and target == 'onnxruntime':
         model = onnx.load(str(path))
-        if _zero_point_of_relu_fed_quantizers(model):
+        if _zero_point_of_relu_fed_quantizers(model) + _deconvolutions_as_conv_and_depth_to_space(model):
             onnx.save(model, str(path))
     return path
