@@ -20,6 +20,9 @@ Exactness (N iterations straight == N/2, resume, N/2, bit for bit on CPU) holds 
 at an epoch boundary (``save_checkpoint_freq`` a multiple of the iterations per epoch, ``len(dataset) *
 dataset_enlarge_ratio / batch_size``); in the middle of an epoch the batch order is the same but the workers' random
 augmentations differ. ``prefetch_mode: cpu`` (background thread) and ``cuda`` are not exact.
+
+``--launcher pytorch`` (torchrun) uses :func:`qdr_plugin.dist.init_dist` (gloo without CUDA, NCCL with it) instead
+of basicsr's CUDA-only one: ``basicsr.utils.options.init_dist`` is rebound before ``parse_options`` runs.
 """
 
 from __future__ import annotations
@@ -51,6 +54,8 @@ from basicsr.utils import (
     scandir,
 )
 from basicsr.utils.options import copy_opt_file, dict2str, parse_options
+
+from qdr_plugin.dist import use_in_basicsr
 
 __all__ = ['load_resume_state', 'rng_state', 'set_rng_state', 'train_pipeline']
 
@@ -121,6 +126,7 @@ def load_resume_state(opt: dict) -> dict | None:
 
 def train_pipeline(root_path: str) -> None:
     """basicsr's ``train_pipeline`` with the exact, CPU-safe resume described in the module docstring."""
+    use_in_basicsr()  # parse_options' init_dist -> qdr_plugin.dist.init_dist (gloo on CPU, NCCL with CUDA)
     opt, args = parse_options(root_path, is_train=True)
     opt['root_path'] = root_path
 

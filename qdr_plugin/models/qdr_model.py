@@ -21,6 +21,12 @@ network is also written to ``models/net_g_fp32.pth``. Checkpoints and training s
 training states also hold the RNG states and LMR's optimizer, so that ``qdr_plugin.train`` resumes exactly.
 Validation logs the INT8 (fake-quant) student's metrics (``psnr``) and the FP32 teacher's (``psnr_fp32``) on the
 same images, and keeps the best student in ``models/net_g_best.pth``.
+
+Distributed training (``--launcher pytorch``, see :mod:`qdr_plugin.dist`): the network is wrapped in
+``DistributedDataParallel`` (CPU or CUDA) at the end of the set-up, and re-wrapped after quantization so that DDP
+all-reduces the new step sizes; the calibrated student and the teacher are broadcast from rank 0, and LMR's
+gradient-norm measurements are averaged over the ranks before each update. Validation runs on rank 0 only, with the
+bare network (a DDP forward would broadcast buffers to ranks that are not listening).
 """
 
 from __future__ import annotations
@@ -42,7 +48,9 @@ from basicsr.utils import get_root_logger, tensor2img
 from basicsr.utils.dist_util import master_only
 from basicsr.utils.registry import MODEL_REGISTRY
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
+from qdr_plugin.dist import broadcast_module, sync_lmr, wrap_ddp
 from qdr_plugin.losses import LearnableMagnitudeReweighting
 from qdr_plugin.quant import (
     QuantConfig,
@@ -95,6 +103,20 @@ class QDRModel(SRModel):
         super().load_network(net, load_path, strict, param_key)
 
     # ------------------------------------------------------------------------------------------------ set-up
+    def model_to_device(self, net: nn.Module) -> nn.Module:
+        """basicsr's, except that in distributed training the network stays bare until :meth:`_wrap_ddp` (after the
+        set-up, and again after quantization: the quantizer step sizes are new parameters DDP must know)."""
+        if self.opt['dist'] and self.is_train:
+            return net.to(self.device)
+        if self.opt['dist']:
+            return wrap_ddp(net.to(self.device), self.opt.get('find_unused_parameters', False))
+        return super().model_to_device(net)
+
+    def _wrap_ddp(self) -> None:
+        if self.opt['dist']:
+            net = self.get_bare_model(self.net_g)
+            self.net_g = wrap_ddp(net, self.opt.get('find_unused_parameters', False))
+
     def init_training_settings(self) -> None:
         train_opt = self.opt['train']
         if train_opt.get('ema_decay', 0) > 0:
@@ -128,6 +150,7 @@ class QDRModel(SRModel):
             self._set_teacher(teacher)
         elif self.fp32_warmup_iter == 0:
             self._start_qat()
+        self._wrap_ddp()
         super().init_training_settings()
 
     def _set_teacher(self, teacher: nn.Module) -> None:
@@ -188,6 +211,11 @@ class QDRModel(SRModel):
             del self.best_metric_results
         cfg = self.quant_config
         n = calibrate(net, self._calibration_batches(), cfg.calibration, cfg.percentile)
+        broadcast_module(net)  # the ranks calibrated on differently augmented batches: rank 0's step sizes for all
+        broadcast_module(teacher)
+        if isinstance(self.net_g, DistributedDataParallel):  # at init the net is still bare (wrapped after set-up)
+            self.net_g = net
+            self._wrap_ddp()  # a new DDP: it must all-reduce the step sizes too
         logger.info(f'QAT starts at iter {current_iter}: {n} activation quantizers calibrated ({cfg.calibration}).')
 
     def setup_optimizers(self) -> None:
@@ -255,6 +283,7 @@ class QDRModel(SRModel):
         self.optimizer_g.step()
         self.log_dict = self.reduce_loss_dict(loss_dict)
         if l_kd is not None and self.lmr is not None:
+            sync_lmr(self.lmr)  # distributed: the same (rank-averaged) measurements, so the same update everywhere
             self.lmr.step()
             self.log_dict.update(self.lmr.log_values())
 
@@ -280,7 +309,13 @@ class QDRModel(SRModel):
 
     # ------------------------------------------------------------------------------------------ validation
     def test(self) -> None:
-        super().test()
+        wrapped = self.net_g
+        if isinstance(wrapped, DistributedDataParallel):  # rank 0 alone: a DDP forward would wait for the others
+            self.net_g = wrapped.module
+        try:
+            super().test()
+        finally:
+            self.net_g = wrapped
         if self._fp32_pending is not None and hasattr(self, 'gt'):
             self.net_t.eval()
             with torch.no_grad():
