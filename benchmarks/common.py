@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+# isort: off
+import qdr_plugin  # noqa: F401  (first: registers the plugin and lets basicsr 1.4.2 import)
+# isort: on
+
 import json
 import platform
 import sys

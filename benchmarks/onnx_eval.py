@@ -8,6 +8,10 @@ in output quantization steps, PSNR between the two), all on the same noisy input
 
 from __future__ import annotations
 
+# isort: off
+import qdr_plugin  # noqa: F401  (first: registers the plugin and lets basicsr 1.4.2 import)
+# isort: on
+
 import argparse
 import math
 import tempfile
@@ -19,7 +23,6 @@ import torch
 from basicsr.data import build_dataset
 from common import command_line, load_options, markdown_table, write_results
 
-import qdr_plugin  # noqa: F401  (registers the plugin)
 from qdr_plugin.deploy import export_onnx, onnxruntime_kernel_counts
 from qdr_plugin.deploy.options import input_channels
 from qdr_plugin.utils.checkpoint import load_networks

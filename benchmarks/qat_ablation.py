@@ -9,13 +9,16 @@ folder) gives the network, the quantization and the validation set.
 
 from __future__ import annotations
 
+# isort: off
+import qdr_plugin  # noqa: F401  (first: registers the plugin and lets basicsr 1.4.2 import)
+# isort: on
+
 import argparse
 from pathlib import Path
 
 from basicsr.data import build_dataset
 from common import command_line, load_options, markdown_table, write_results
 
-import qdr_plugin  # noqa: F401  (registers the plugin)
 from qdr_plugin.utils.checkpoint import load_networks
 from qdr_plugin.utils.evaluation import evaluate
 

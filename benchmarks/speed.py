@@ -10,6 +10,10 @@ networks are calibrated on the demo images (our export: the engine's calibration
 
 from __future__ import annotations
 
+# isort: off
+import qdr_plugin  # noqa: F401  (first: registers the plugin and lets basicsr 1.4.2 import)
+# isort: on
+
 import argparse
 import copy
 import statistics
@@ -23,7 +27,6 @@ import torch
 from common import command_line, markdown_table, write_results
 from torch import nn
 
-import qdr_plugin  # noqa: F401  (registers the plugin)
 from qdr_plugin.archs import EFM, DnCNN
 from qdr_plugin.deploy import export_onnx, onnxruntime_kernel_counts
 from qdr_plugin.deploy.ptq import quantize_onnx_ptq

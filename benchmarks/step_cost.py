@@ -8,6 +8,10 @@ batches, interleaved, and timed as the median of ``--steps`` calls to ``optimize
 
 from __future__ import annotations
 
+# isort: off
+import qdr_plugin  # noqa: F401  (first: registers the plugin and lets basicsr 1.4.2 import)
+# isort: on
+
 import argparse
 import copy
 import statistics
@@ -17,8 +21,6 @@ import torch
 from basicsr.data import build_dataset
 from basicsr.models import build_model
 from common import command_line, load_options, markdown_table, write_results
-
-import qdr_plugin  # noqa: F401  (registers the plugin)
 
 
 def _variants(opt: dict) -> dict[str, dict]:
