@@ -34,7 +34,8 @@ class CheckReport:
         return '\n'.join(lines)
 
 
-def _constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
+def constant_values(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
+    """Values of the graph's initializers and Constant nodes, by output name."""
     values = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
     for node in graph.node:
         if node.op_type == 'Constant':
@@ -59,7 +60,7 @@ def _check_io(model: onnx.ModelProto, problems: list[str]) -> None:
 
 
 def _check_tensorrt(graph: onnx.GraphProto, problems: list[str]) -> None:
-    constants = _constants(graph)
+    constants = constant_values(graph)
     producers = {out: node for node in graph.node for out in node.output}
 
     def from_dq(name: str) -> onnx.NodeProto | None:

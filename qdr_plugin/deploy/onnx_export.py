@@ -33,6 +33,8 @@ from qdr_plugin.quant import is_quantized, quantizers, set_quant_enabled
 from qdr_plugin.quant.fake_quant import STEP_MIN
 from qdr_plugin.quant.onnx_qdq import integer_weight
 
+from .check import constant_values
+
 TARGETS = ('onnxruntime', 'tensorrt')
 OPSET = 17
 
@@ -112,14 +114,6 @@ def _zero_point_of_relu_fed_quantizers(model: onnx.ModelProto) -> int:
     return changed
 
 
-def _constant_values(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
-    values = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
-    for node in graph.node:
-        if node.op_type == 'Constant' and node.attribute and node.attribute[0].name == 'value':
-            values[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
-    return values
-
-
 def _deconvolutions_as_conv_and_depth_to_space(model: onnx.ModelProto) -> int:
     """onnxruntime target: ONNX Runtime has no integer ConvTranspose on CPU, so a quantized 2x2 / stride-2
     ConvTranspose (no padding, one group) whose output feeds one QuantizeLinear becomes the same arithmetic in a
@@ -127,7 +121,7 @@ def _deconvolutions_as_conv_and_depth_to_space(model: onnx.ModelProto) -> int:
     scales and bias repeated), the QuantizeLinear, then DepthToSpace (CRD) on the uint8 tensor -- exact, since
     depth-to-space only moves values."""
     graph = model.graph
-    values = _constant_values(graph)
+    values = constant_values(graph)
     producers = {out: node for node in graph.node for out in node.output}
     consumers: dict[str, list[onnx.NodeProto]] = {}
     for node in graph.node:

@@ -39,7 +39,6 @@ from collections import OrderedDict
 from copy import deepcopy
 
 import torch
-from basicsr.archs import build_network
 from basicsr.data import build_dataset
 from basicsr.losses import build_loss
 from basicsr.metrics import calculate_metric
@@ -64,6 +63,7 @@ from qdr_plugin.quant import (
 from qdr_plugin.registry import register
 from qdr_plugin.train import rng_state, set_rng_state
 from qdr_plugin.utils.atomic import atomic_torch_save
+from qdr_plugin.utils.checkpoint import build_teacher
 
 from .feature_capture import FeatureCapture
 
@@ -143,11 +143,9 @@ class QDRModel(SRModel):
                     'path.pretrain_network_g is a quantized checkpoint without its FP32 teacher (params_teacher); '
                     'start QAT from the FP32 checkpoint instead (e.g. models/net_g_fp32.pth).'
                 )
-            teacher = build_network(self.opt['network_g']).to(self.device)  # a plain FP32 network
-            if self.quant_config.fold_bn:
-                fold_batchnorm(teacher)
-            teacher.load_state_dict(self._checkpoint_extras['params_teacher'])
-            self._set_teacher(teacher)
+            teacher = build_teacher(self.opt['network_g'], self._checkpoint_extras['params_teacher'],
+                                    self.quant_config.fold_bn)
+            self._set_teacher(teacher.to(self.device))
         elif self.fp32_warmup_iter == 0:
             self._start_qat()
         self._wrap_ddp()

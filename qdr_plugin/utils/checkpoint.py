@@ -13,6 +13,16 @@ from torch import nn
 from qdr_plugin.quant import QuantConfig, fold_batchnorm, is_quantized_state_dict, quantize_model
 
 
+def build_teacher(network_opt: Mapping[str, Any], state: Mapping[str, torch.Tensor], fold_bn: bool = True) -> nn.Module:
+    """The FP32 teacher of a QDR checkpoint (``params_teacher``): a plain network, BatchNorm folded as it was when
+    the teacher was snapshotted, in eval mode."""
+    teacher = build_network(dict(network_opt))
+    if fold_bn:
+        fold_batchnorm(teacher)
+    teacher.load_state_dict(state)
+    return teacher.eval()
+
+
 def load_networks(
     network_opt: Mapping[str, Any], quant_opt: Mapping[str, Any] | None, path: str
 ) -> tuple[nn.Module, nn.Module | None]:
@@ -21,14 +31,12 @@ def load_networks(
     checkpoint = torch.load(path, map_location='cpu', weights_only=True)
     if 'params' not in checkpoint:
         raise ValueError(f"{path} is not a basicsr checkpoint: it has no 'params' key (keys: {list(checkpoint)}).")
+    config = QuantConfig.from_options(quant_opt)
     student = build_network(dict(network_opt))
     if is_quantized_state_dict(checkpoint['params']):
-        quantize_model(student, QuantConfig.from_options(quant_opt))
+        quantize_model(student, config)
     student.load_state_dict(checkpoint['params'])
     teacher = None
     if 'params_teacher' in checkpoint:
-        teacher = build_network(dict(network_opt))
-        fold_batchnorm(teacher)  # the teacher was saved after folding
-        teacher.load_state_dict(checkpoint['params_teacher'])
-        teacher.eval()
+        teacher = build_teacher(network_opt, checkpoint['params_teacher'], config.fold_bn)
     return student.eval(), teacher
