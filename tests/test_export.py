@@ -14,7 +14,7 @@ import torch
 from basicsr.archs.srresnet_arch import MSRResNet
 from torch import nn
 
-from qdr_plugin.archs import EFM
+from qdr_plugin.archs import EFM, DnCNN
 from qdr_plugin.deploy import ExportError, check_onnx, export_onnx, onnxruntime_kernel_counts
 from qdr_plugin.quant import QuantConfig, calibrate, quantize_model
 
@@ -161,3 +161,32 @@ def test_unexportable_op_is_named_with_its_module(tmp_path):
 def test_float_network_cannot_be_exported_as_int8(tmp_path):
     with pytest.raises(ExportError, match='no fake quantizers'):
         export_onnx(EFM(in_ch=1, width=8, depth=1), tmp_path / 'x.onnx', 1)
+
+
+def _unsigned_relu_dncnn() -> nn.Module:
+    torch.manual_seed(0)
+    net = DnCNN(in_ch=1, width=16, depth=5)
+    quantize_model(net, QuantConfig(calibration='max', unsigned_relu=True))
+    calibrate(net, [_noisy_crop(1, 100 + 20 * i, 60, 48, 48) for i in range(3)], method='max')
+    return net.eval()
+
+
+def test_unsigned_relu_gives_relu_fed_quantizers_the_uint8_grid_and_exports_exactly(tmp_path):
+    net = _unsigned_relu_dncnn()
+    convs = [m for m in net.modules() if type(m).__name__ == 'QuantConv2d']
+    # the first conv sees the (signed) noisy image; every other conv input is a ReLU output
+    assert (convs[0].act_quant.qmin, convs[0].act_quant.qmax) == (-128, 127)
+    assert all((c.act_quant.qmin, c.act_quant.qmax) == (0, 255) for c in convs[1:])
+    path = export_onnx(net, tmp_path / 'u8.onnx', 1, 'onnxruntime')
+    assert onnxruntime_kernel_counts(path)['QLinearConv'] == len(convs)
+    x = _noisy_crop(1, 30, 40)
+    with torch.no_grad():
+        expected = net(x).numpy()
+    got = _run(path, x)
+    out_step = max(float(net.sub.quant_a.step), float(net.sub.quant_b.step))
+    assert np.abs(got - expected).max() <= 2 * out_step + 1e-6 and _psnr(got, expected) >= 50
+
+
+def test_unsigned_relu_network_cannot_target_tensorrt(tmp_path):
+    with pytest.raises(ExportError, match='unsigned_relu: false'):
+        export_onnx(_unsigned_relu_dncnn(), tmp_path / 'x.onnx', 1, 'tensorrt')

@@ -12,8 +12,10 @@ re-calibration). Two targets:
     The same numbers in the form ONNX Runtime's CPU provider runs as integer kernels: activations as uint8 (a
     symmetric int8 grid with zero point 0 is uint8 with zero point 128), and a QuantizeLinear fed only by a Relu gets
     zero point 0, so ONNX Runtime folds the Relu into it and ``DequantizeLinear -> Conv -> QuantizeLinear`` becomes
-    one QLinearConv. The one numerical difference to the trained network: after a Relu the trained int8 grid stops
-    at ``127 s``, the uint8 one at ``255 s`` (values above ``127.5 s`` are clipped in training, kept here).
+    one QLinearConv. For a network trained with ``quant.unsigned_relu: true`` those quantizers already are
+    ``[0, 255]`` with zero point 0 and the file computes exactly the trained numbers. Otherwise there is one
+    numerical difference: after a Relu the trained int8 grid stops at ``127 s``, the uint8 one at ``255 s`` (values
+    above ``127.5 s`` are clipped in training, kept here).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import torch
 from onnx import helper, numpy_helper
 from torch import nn
 
+from qdr_plugin.archs.basicsr_defaults import example_size
 from qdr_plugin.quant import is_quantized, quantizers, set_quant_enabled
 from qdr_plugin.quant.fake_quant import STEP_MIN
 from qdr_plugin.quant.onnx_qdq import integer_weight
@@ -51,6 +54,12 @@ def _prepare_quantizers(net: nn.Module, target: str) -> None:
             raise ExportError(
                 f"quantizer '{name}' is asymmetric; TensorRT takes only zero point 0: train with "
                 'quant.act_symmetric: true, or export with --target onnxruntime.'
+            )
+        if target == 'tensorrt' and q.qmin >= 0:
+            raise ExportError(
+                f"quantizer '{name}' was trained on the unsigned grid [0, {q.qmax}] (quant.unsigned_relu: true), "
+                'which TensorRT\'s int8 cannot hold: export with --target onnxruntime, or train with '
+                'quant.unsigned_relu: false for TensorRT.'
             )
         q.onnx_dtype = 'uint8' if target == 'onnxruntime' else 'int8'
     for module in net.modules():
@@ -213,7 +222,8 @@ def export_onnx(
         _prepare_quantizers(net, target)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    example = torch.rand(1, in_channels, 64, 64)
+    size = example_size(net)  # 64, or a multiple of the window size of a windowed transformer (SwinIR)
+    example = torch.rand(1, in_channels, size, size)
     dynamic = {0: 'N', 2: 'H', 3: 'W'}
     try:
         with warnings.catch_warnings():

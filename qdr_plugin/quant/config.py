@@ -27,6 +27,10 @@ class QuantConfig:
         weight_init: how weight step sizes are initialised: ``max`` (``max|w_c| / q_max``) or ``mse``.
         learn_step: ``True`` makes the step sizes trainable (LSQ); ``False`` freezes them after calibration.
         fold_bn: fold every BatchNorm that directly follows a convolution into it before quantizing.
+        unsigned_relu: with symmetric activations, a quantizer that only ever sees ``nn.ReLU`` / ``nn.ReLU6`` outputs
+            uses the unsigned grid ``[0, 2^b - 1]`` with zero point 0 instead of ``[-2^(b-1), 2^(b-1) - 1]``: twice
+            the resolution on non-negative data, and exactly ONNX Runtime's uint8 form (which folds the ReLU into
+            the QLinearConv). TensorRT has int8 only, so such a network exports for ``--target onnxruntime`` only.
     """
 
     weight_bits: int = 8
@@ -39,6 +43,7 @@ class QuantConfig:
     weight_init: str = 'max'
     learn_step: bool = True
     fold_bn: bool = True
+    unsigned_relu: bool = False
 
     def __post_init__(self) -> None:
         for name in ('weight_bits', 'act_bits'):
@@ -57,7 +62,7 @@ class QuantConfig:
             self.keep_fp32 = [self.keep_fp32]
         if not all(isinstance(p, str) for p in self.keep_fp32):
             raise ValueError(f'quant.keep_fp32 must be a list of module-name patterns, got {self.keep_fp32!r}.')
-        for name in ('act_symmetric', 'learn_step', 'fold_bn'):
+        for name in ('act_symmetric', 'learn_step', 'fold_bn', 'unsigned_relu'):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f'quant.{name} must be true or false, got {getattr(self, name)!r}.')
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 import torch
 from torch import nn
@@ -20,6 +20,23 @@ logger = logging.getLogger(__name__)
 QUANTIZER_STATE_SUFFIXES = ('.step', '.zero_point', '.initialized')
 
 
+REWRITES: dict[str, Callable[[nn.Module], int]] = {}
+"""Structural rewrites :func:`quantize_model` applies first, by qualified name (see :func:`register_rewrite`)."""
+
+
+def register_rewrite(rewrite: Callable[[nn.Module], int]) -> Callable[[nn.Module], int]:
+    """Decorator: have :func:`quantize_model` call ``rewrite(model)`` before it converts the layers.
+
+    A rewrite replaces, in place, blocks with no quantizable layer by an equivalent form that has one (e.g.
+    :func:`qdr_plugin.archs.basicsr_defaults.reparameterize_ecb`: ECBSR's functional convolutions into ``nn.Conv2d``)
+    and returns how many blocks it replaced. It must give the same function in eval mode and the same module names
+    on every call, so that a quantized checkpoint reloads. Registering a function again (a re-imported module)
+    replaces the previous registration.
+    """
+    REWRITES[f'{rewrite.__module__}.{rewrite.__qualname__}'] = rewrite
+    return rewrite
+
+
 def _kept_fp32(name: str, patterns: list[str]) -> bool:
     return any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
@@ -27,19 +44,30 @@ def _kept_fp32(name: str, patterns: list[str]) -> bool:
 def quantize_model(
     model: nn.Module, config: QuantConfig | None = None, example: torch.Tensor | None = None
 ) -> nn.Module:
-    """Fold BatchNorm, then replace every ``Conv2d`` / ``ConvTranspose2d`` / ``Linear`` and every
-    :mod:`qdr_plugin.quant.ops` point (``Add``, ``Sub``, ``Mul``, ``Concat``) by its quantized counterpart, in place.
+    """Apply the registered rewrites (:func:`register_rewrite`), fold BatchNorm, then replace every ``Conv2d`` /
+    ``ConvTranspose2d`` / ``Linear`` and every :mod:`qdr_plugin.quant.ops` point (``Add``, ``Sub``, ``Mul``,
+    ``Concat``) by its quantized counterpart, in place.
 
     Modules whose name matches a ``config.keep_fp32`` pattern stay float. Activation quantizers that receive the
     same tensor are then tied into one (:func:`qdr_plugin.quant.tie_shared_quantizers`, one forward pass on
     ``example``, by default a zero image when the network starts with a Conv2d). Weight step sizes are initialised
     here; activation step sizes need :func:`qdr_plugin.quant.calibrate` (or a checkpoint). Returns ``model``.
 
-    Raises ``ValueError`` when nothing could be quantized or a BatchNorm is left that could not be folded.
+    Raises ``ValueError`` when nothing could be quantized, a BatchNorm is left that could not be folded, or the
+    network does not run on the example input.
     """
     config = config or QuantConfig()
     if is_quantized(model):
         raise ValueError('quantize_model: the network is already quantized.')
+    batchnorms = {n for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
+    unfoldable = sorted(batchnorms - set(foldable_batchnorms(model))) if config.fold_bn else sorted(batchnorms)
+    if unfoldable:
+        raise ValueError(
+            f'quantize_model: BatchNorm layers {unfoldable} do not directly follow a Conv2d in an nn.Sequential and '
+            'cannot be folded; fold them into the arch before QAT (the network was left unchanged).'
+        )
+    for rewrite in REWRITES.values():
+        rewrite(model)
     plan = [
         (parent, child_name, FLOAT_TO_QUANT[type(child)])
         for parent_name, parent in model.named_modules()
@@ -52,18 +80,18 @@ def quantize_model(
             f'quantize_model: {type(model).__name__} has no Conv2d, ConvTranspose2d or Linear layer outside '
             f'keep_fp32={config.keep_fp32}; there is nothing to quantize.'
         )
-    batchnorms = {n for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
-    unfoldable = sorted(batchnorms - set(foldable_batchnorms(model))) if config.fold_bn else sorted(batchnorms)
-    if unfoldable:
-        raise ValueError(
-            f'quantize_model: BatchNorm layers {unfoldable} do not directly follow a Conv2d in an nn.Sequential and '
-            'cannot be folded; fold them into the arch before QAT (the network was left unchanged).'
-        )
     if config.fold_bn:
         fold_batchnorm(model)
     for parent, child_name, quant_cls in plan:
         setattr(parent, child_name, quant_cls.from_float(getattr(parent, child_name), config))
-    tied = tie_shared_quantizers(model, example)
+    try:
+        tied = tie_shared_quantizers(model, example, config.unsigned_relu)
+    except RuntimeError as error:  # e.g. a channel count the first layer does not show (RRDBNet's pixel-unshuffle)
+        given = 'the given example' if example is not None else 'a zero image shaped after its first layer'
+        raise ValueError(
+            f'quantize_model: {type(model).__name__} does not run on {given} ({str(error).splitlines()[0]}); pass '
+            'example= (one network input, e.g. qdr_plugin.archs.basicsr_defaults.example_input(net, network_opt)).'
+        ) from error
     logger.info('quantize_model: %d layers quantized (%d-bit weights, %d-bit activations, %s), %d quantizers tied.',
                 len(plan), config.weight_bits, config.act_bits,
                 'symmetric' if config.act_symmetric else 'asymmetric', tied)

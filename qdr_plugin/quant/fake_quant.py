@@ -156,7 +156,7 @@ class FakeQuantizer(nn.Module):
             return onnx_qdq.export_activation(x, float(step), zero + 128, 0, 255, 'uint8')
         if self.onnx_dtype == 'int8' and self.qmin >= 0:  # an unsigned grid has no exact int8 form
             raise ValueError(f'an unsigned [{self.qmin}, {self.qmax}] quantizer cannot be exported as int8; '
-                             'train with quant.act_symmetric: true for TensorRT.')
+                             'train with quant.act_symmetric: true and quant.unsigned_relu: false for TensorRT.')
         dtype = self.onnx_dtype or ('int8' if self.qmin < 0 else 'uint8')
         return onnx_qdq.export_activation(x, float(step), zero, self.qmin, self.qmax, dtype)
 
@@ -210,6 +210,12 @@ class ActQuantizer(FakeQuantizer):
         super().__init__(bits, signed=symmetric, narrow=False, channels=1, learn=learn, asymmetric=not symmetric)
         self.observer = None
         self._last: tuple[weakref.ref, int, weakref.ref] | None = None
+
+    def use_unsigned_grid(self) -> None:
+        """Quantize to ``[0, 2^b - 1]`` with zero point 0 (for inputs that are never negative, e.g. ReLU outputs)."""
+        if not self.symmetric:
+            raise ValueError('use_unsigned_grid: an asymmetric quantizer already has an unsigned grid.')
+        self.qmin, self.qmax = 0, 2**self.bits - 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.observer is not None:

@@ -6,6 +6,9 @@ deployed INT8 graph has one QuantizeLinear per tensor (ONNX Runtime only runs a 
 feeds a single QuantizeLinear). :func:`tie_shared_quantizers` runs the network once, finds the quantizers that
 receive the same tensor object, and makes them one module (one step size, trained by all consumers); the
 quantizer then computes its output once per tensor (see :class:`ActQuantizer`).
+
+The same pass notes which quantizers only ever see the output of an ``nn.ReLU`` / ``nn.ReLU6``; with
+``unsigned_relu`` those switch to the unsigned grid (:meth:`ActQuantizer.use_unsigned_grid`).
 """
 
 from __future__ import annotations
@@ -17,15 +20,26 @@ from torch import nn
 
 from .fake_quant import ActQuantizer
 
+RELU_TYPES = (nn.ReLU, nn.ReLU6)
+
 
 class _SameTensorObserver:
-    """Records which quantizer saw which tensor during one forward pass."""
+    """Records which quantizer saw which tensor during one forward pass, and which of those were ReLU outputs."""
 
     def __init__(self) -> None:
         self.seen: list[tuple[weakref.ref, int, ActQuantizer]] = []
         self.pairs: list[tuple[ActQuantizer, ActQuantizer]] = []
+        self.relu_outputs: list[tuple[weakref.ref, int]] = []
+        self.observed: set[int] = set()
+        self.not_relu_fed: set[int] = set()
+
+    def relu_hook(self, module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        self.relu_outputs.append((weakref.ref(output), output._version))
 
     def observe(self, x: torch.Tensor, quantizer: ActQuantizer) -> None:
+        self.observed.add(id(quantizer))
+        if not any(ref() is x and x._version == version for ref, version in self.relu_outputs):
+            self.not_relu_fed.add(id(quantizer))
         for ref, version, other in self.seen:
             if ref() is x and x._version == version and other is not quantizer:
                 self.pairs.append((other, quantizer))
@@ -46,10 +60,14 @@ def example_input(model: nn.Module, size: int = 64) -> torch.Tensor | None:
 
 
 @torch.no_grad()
-def tie_shared_quantizers(model: nn.Module, example: torch.Tensor | None = None) -> int:
+def tie_shared_quantizers(
+    model: nn.Module, example: torch.Tensor | None = None, unsigned_relu: bool = False
+) -> int:
     """Make the activation quantizers that receive the same tensor one shared module; returns how many were tied.
 
-    ``example`` is one network input (default: :func:`example_input`); without one, nothing is tied.
+    ``example`` is one network input (default: :func:`example_input`); without one, nothing is tied (and
+    ``unsigned_relu`` finds nothing). ``unsigned_relu``: symmetric quantizers whose every input is an ``nn.ReLU``
+    / ``nn.ReLU6`` output switch to the unsigned grid ``[0, 2^b - 1]``.
     """
     example = example_input(model) if example is None else example
     if example is None:
@@ -64,11 +82,14 @@ def tie_shared_quantizers(model: nn.Module, example: torch.Tensor | None = None)
     observer = _SameTensorObserver()
     for q in quantizers.values():
         q.observer = observer
+    hooks = [m.register_forward_hook(observer.relu_hook) for m in model.modules() if isinstance(m, RELU_TYPES)]
     was_training = model.training
     model.eval()
     try:
         model(example)
     finally:
+        for hook in hooks:
+            hook.remove()
         for q in quantizers.values():
             q.observer = None
         model.train(was_training)
@@ -83,8 +104,16 @@ def tie_shared_quantizers(model: nn.Module, example: torch.Tensor | None = None)
         ra, rb = find(a), find(b)
         if ra is not rb:
             root[id(rb)] = ra
+    relu_fed = {id(q): True for q in quantizers.values()}
+    for q in quantizers.values():
+        if id(q) in observer.not_relu_fed or id(q) not in observer.observed:
+            relu_fed[id(find(q))] = False
     for parent, name, child in slots:
         canonical = find(child)
         if canonical is not child:
             setattr(parent, name, canonical)
+    if unsigned_relu:
+        for q in {id(find(q)): find(q) for q in quantizers.values()}.values():
+            if relu_fed[id(q)] and q.symmetric:
+                q.use_unsigned_grid()
     return len(root)
