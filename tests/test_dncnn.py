@@ -157,11 +157,14 @@ def test_tiny_dncnn_folds_and_quantizes():
     quantize_model(model)
     assert type(model.sub) is QuantSub and isinstance(model.sub, Sub)
     assert sum(isinstance(m, QuantConv2d) for m in model.modules()) == 3
-    assert model.sub.quant_a is model.dncnn[0].act_quant  # x feeds the first conv and the subtraction: one scale
+    # x is not rounded on its way to the output; the predicted noise is (so the last conv runs in INT8)
+    assert isinstance(model.sub.quant_a, nn.Identity) and model.sub.quant_b.qmin == -128
     calibrate(model, [x], 'max')
     with torch.no_grad():
         out = model(x)
     assert (out - expected).abs().max() < 0.05
+    with torch.no_grad():
+        torch.testing.assert_close(x - out, model.sub.quant_b(model.dncnn(x)))
 
 
 @pytest.mark.skipif(importlib.util.find_spec('tensorrt') is not None, reason='TensorRT is installed here')

@@ -9,10 +9,11 @@ r"""DnCNN (Zhang et al., 2017), laid out exactly like the published PyTorch mode
 so the state-dict keys are ``dncnn.0.weight``, ``dncnn.0.bias``, ``dncnn.2.weight``, ``dncnn.3.weight`` /
 ``bias`` / ``running_mean`` / ``running_var`` / ``num_batches_tracked``, ..., ``dncnn.{3 * depth - 4}.weight``,
 those of ``cszn/DnCNN``'s ``model.pth`` (see ``tools/convert_dncnn.py``). The network predicts the noise; the
-output is ``x - dncnn(x)``, written with :class:`qdr_plugin.quant.ops.Sub` so that after
-:func:`qdr_plugin.quant.quantize_model` both operands of the subtraction are quantized. With ``bn=False`` the middle
-convolutions carry a bias instead (``[Conv ReLU]`` blocks). The BatchNorms sit right after their convolutions in the
-``nn.Sequential``, so :func:`qdr_plugin.quant.fold_batchnorm` folds all of them before QAT.
+output is ``x - dncnn(x)``, written with :class:`qdr_plugin.quant.ops.Sub` (``quantize_a=False``) so that after
+:func:`qdr_plugin.quant.quantize_model` the predicted noise is quantized (the last convolution runs in INT8) and
+``x`` is not: rounding the input on its way to the output would add noise no training can remove. With
+``bn=False`` the middle convolutions carry a bias instead (``[Conv ReLU]`` blocks). The BatchNorms sit right after
+their convolutions in the ``nn.Sequential``, so :func:`qdr_plugin.quant.fold_batchnorm` folds all of them before QAT.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ class DnCNN(nn.Module):
             layers.append(nn.ReLU(inplace=True))
         layers.append(nn.Conv2d(width, out_ch, 3, padding=1, bias=False))
         self.dncnn = nn.Sequential(*layers)
-        self.sub = Sub() if residual else None
+        self.sub = Sub(quantize_a=False) if residual else None
         block = 3 if bn else 2
         middle = (depth - 3) // 2  # the middle one of the depth - 2 conv blocks (the first, if there are none)
         self.dfd_layer = f'dncnn.{1 + block * (middle + 1)}' if depth > 2 else 'dncnn.1'

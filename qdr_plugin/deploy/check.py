@@ -59,9 +59,18 @@ def _check_io(model: onnx.ModelProto, problems: list[str]) -> None:
             problems.append(f'{kind} {name!r} must have dynamic N, H and W')
 
 
+def _requantized(node: onnx.NodeProto, consumers: dict[str, list[onnx.NodeProto]]) -> bool:
+    """Whether ``node``'s result is quantized again (an INT8 residual), not just carried to the float output."""
+    return any(c.op_type == 'QuantizeLinear' for out in node.output for c in consumers.get(out, []))
+
+
 def _check_tensorrt(graph: onnx.GraphProto, problems: list[str]) -> None:
     constants = constant_values(graph)
     producers = {out: node for node in graph.node for out in node.output}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for consumer in graph.node:
+        for name in consumer.input:
+            consumers.setdefault(name, []).append(consumer)
 
     def from_dq(name: str) -> onnx.NodeProto | None:
         node = producers.get(name)
@@ -89,7 +98,7 @@ def _check_tensorrt(graph: onnx.GraphProto, problems: list[str]) -> None:
                 problems.append(f'{node.op_type} ({node.name}) weight is not a stored int8 tensor')
             elif scale is None or scale.size != weight.shape[axis_wanted] or axis != axis_wanted:
                 problems.append(f'{node.op_type} ({node.name}) weight scales must be per channel on axis {axis_wanted}')
-        if node.op_type in ('Add', 'Sub'):
+        if node.op_type in ('Add', 'Sub') and _requantized(node, consumers):
             dynamic = [name for name in node.input if name not in constants]
             if len(dynamic) == 2 and not all(from_dq(name) for name in dynamic):
                 problems.append(f'{node.op_type} ({node.name}) of two tensors needs Q/DQ on both inputs (residual)')

@@ -89,12 +89,14 @@ class QuantLinear(nn.Linear):
 
 
 class QuantAdd(ops.Add):
-    """``Q_a(a) + Q_b(b)``: each operand has its own activation quantizer."""
+    """``Q_a(a) + Q_b(b)``: each operand has its own activation quantizer (``a`` stays float when the
+    op was built with ``quantize_a=False``)."""
 
     @classmethod
     def from_float(cls, op: ops.Add, cfg: QuantConfig) -> QuantAdd:
-        new = cls()
-        new.quant_a, new.quant_b = _act_quantizer(cfg), _act_quantizer(cfg)
+        new = cls(op.quantize_a)
+        new.quant_a = _act_quantizer(cfg) if op.quantize_a else nn.Identity()
+        new.quant_b = _act_quantizer(cfg)
         return new
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -102,12 +104,14 @@ class QuantAdd(ops.Add):
 
 
 class QuantSub(ops.Sub):
-    """``Q_a(a) - Q_b(b)``: each operand has its own activation quantizer."""
+    """``Q_a(a) - Q_b(b)``: each operand has its own activation quantizer (``a`` stays float when the
+    op was built with ``quantize_a=False``)."""
 
     @classmethod
     def from_float(cls, op: ops.Sub, cfg: QuantConfig) -> QuantSub:
-        new = cls()
-        new.quant_a, new.quant_b = _act_quantizer(cfg), _act_quantizer(cfg)
+        new = cls(op.quantize_a)
+        new.quant_a = _act_quantizer(cfg) if op.quantize_a else nn.Identity()
+        new.quant_b = _act_quantizer(cfg)
         return new
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

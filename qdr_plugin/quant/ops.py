@@ -10,14 +10,23 @@ from torch import nn
 
 
 class Add(nn.Module):
-    """``a + b``."""
+    """``a + b``. ``quantize_a=False``: after conversion only ``b`` is quantized (e.g. a network input carried to
+    the output, which rounding would only add noise to)."""
+
+    def __init__(self, quantize_a: bool = True):
+        super().__init__()
+        self.quantize_a = quantize_a
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return a + b
 
 
 class Sub(nn.Module):
-    """``a - b``."""
+    """``a - b``. ``quantize_a=False``: after conversion only ``b`` is quantized (as for :class:`Add`)."""
+
+    def __init__(self, quantize_a: bool = True):
+        super().__init__()
+        self.quantize_a = quantize_a
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return a - b
