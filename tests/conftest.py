@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import copy
+import math
+import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+import torch
 import yaml
 
 import qdr_plugin  # noqa: F401  (registers the plugin, applies the torchvision alias)
@@ -95,3 +98,45 @@ def write_options(workdir: Path):
         return path
 
     return write
+
+
+@pytest.fixture
+def parse_yml(monkeypatch: pytest.MonkeyPatch):
+    """``parse_yml(path, is_train) -> opt``: basicsr's own ``parse_options`` on an options file, as ``basicsr
+    train`` / ``basicsr test`` would see it."""
+    from basicsr.utils.options import parse_options
+
+    def parse(path: Path, is_train: bool) -> dict:
+        monkeypatch.setattr(sys, 'argv', ['basicsr', '-opt', str(path)])
+        return parse_options(str(path.parent), is_train=is_train)[0]
+
+    return parse
+
+
+def _run_onnx(path: str | Path, x: torch.Tensor) -> np.ndarray:
+    """ONNX Runtime's (CPU) output of the model file ``path`` for the input ``x``."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=['CPUExecutionProvider'])
+    return session.run(None, {'input': x.numpy()})[0]
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR in dB between two arrays on the [0, 1] scale (``inf`` when equal)."""
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return math.inf if mse == 0 else 10 * math.log10(1.0 / mse)
+
+
+@pytest.fixture
+def onnx_parity():
+    """``onnx_parity(path, net, x) -> (max_abs, psnr_db)``: ONNX Runtime's output of ``path`` against the PyTorch
+    (fake-quant) ``net(x)``; also checks that both have the same shape."""
+
+    def compare(path: str | Path, net: torch.nn.Module, x: torch.Tensor) -> tuple[float, float]:
+        with torch.no_grad():
+            expected = net.eval()(x).numpy()
+        got = _run_onnx(path, x)
+        assert got.shape == expected.shape
+        return float(np.abs(got - expected).max()), _psnr(got, expected)
+
+    return compare

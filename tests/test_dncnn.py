@@ -62,6 +62,7 @@ def test_layout_registry_and_dfd_layer():
     ]
     assert list(state)[-1] == 'dncnn.47.weight' and len(state) == 2 + 15 * 6 + 1
     assert DnCNN.dfd_layer == DnCNN().dfd_layer == 'dncnn.25'
+    assert DnCNN().decoder_layers == ['dncnn.37', 'dncnn.46']  # ReLU outputs after the bottleneck
     for kwargs in ({}, {'depth': 20}, {'depth': 3}, {'depth': 2}, {'bn': False}, {'depth': 6, 'bn': False}):
         model = DnCNN(**kwargs)
         assert isinstance(dict(model.named_modules())[model.dfd_layer], nn.ReLU), kwargs

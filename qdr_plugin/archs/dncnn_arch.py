@@ -76,6 +76,15 @@ class DnCNN(nn.Module):
         middle = (depth - 3) // 2  # the middle one of the depth - 2 conv blocks (the first, if there are none)
         self.dfd_layer = f'dncnn.{1 + block * (middle + 1)}' if depth > 2 else 'dncnn.1'
 
+    @property
+    def decoder_layers(self) -> list[str]:
+        """The activations of two blocks after the bottleneck (half-way to the end, and the last one), the
+        "decoder" features of the decoder-distillation ablation (``dfd_opt.decoder_stages``)."""
+        block = 3 if any(isinstance(m, nn.BatchNorm2d) for m in self.dncnn) else 2
+        blocks = (len(self.dncnn) - 3) // block
+        first = int(self.dfd_layer.split('.')[1]) // block + 1
+        return [f'dncnn.{1 + block * i}' for i in dict.fromkeys((first + (blocks - first) // 2, blocks))]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         noise = self.dncnn(x)
         return self.sub(x, noise) if self.sub is not None else noise

@@ -8,6 +8,8 @@ from typing import Any
 import yaml
 from basicsr.utils.options import ordered_yaml
 
+from qdr_plugin.archs.basicsr_defaults import network_input_channels
+
 
 def read_options(path: str | Path) -> dict[str, Any]:
     """The options file as a dict; a clear error if it is missing or has no ``network_g``."""
@@ -22,6 +24,7 @@ def read_options(path: str | Path) -> dict[str, Any]:
 
 
 def input_channels(opt: dict[str, Any]) -> int:
-    """Image channels the network takes (``network_g.in_ch`` / ``num_in_ch``, default 3)."""
-    network = opt['network_g']
-    return int(network.get('in_ch', network.get('num_in_ch', 3)))
+    """Image channels the network takes (``network_g.in_ch`` / ``num_in_ch`` / ``in_chans`` / ``in_channels``,
+    default 3)."""
+    channels = network_input_channels(opt['network_g'])
+    return 3 if channels is None else channels

@@ -49,6 +49,7 @@ from basicsr.utils.registry import MODEL_REGISTRY
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from qdr_plugin.archs.basicsr_defaults import default_dfd_layer, example_input
 from qdr_plugin.dist import broadcast_module, sync_lmr, wrap_ddp
 from qdr_plugin.losses import LearnableMagnitudeReweighting
 from qdr_plugin.quant import (
@@ -98,7 +99,7 @@ class QDRModel(SRModel):
         state = checkpoint.get(param_key, checkpoint.get('params', checkpoint))
         bare = self.get_bare_model(net)
         if is_quantized_state_dict(state) and not is_quantized(bare):
-            quantize_model(bare, self.quant_config)
+            quantize_model(bare, self.quant_config, example_input(bare, self.opt['network_g']))
         self._checkpoint_extras = {k: checkpoint[k] for k in ('params_teacher', 'params_lmr') if k in checkpoint}
         super().load_network(net, load_path, strict, param_key)
 
@@ -166,11 +167,12 @@ class QDRModel(SRModel):
         if not dfd_opt:
             return []
         net = self.get_bare_model(self.net_g)
-        layer = dfd_opt.get('layer') or getattr(net, 'dfd_layer', None)
+        layer = dfd_opt.get('layer') or getattr(net, 'dfd_layer', None) or default_dfd_layer(net)
         if layer is None:
             raise ValueError(
-                f'train.dfd_opt.layer is not set and {type(net).__name__} names no bottleneck (dfd_layer): set it to '
-                'the module whose output is the bottleneck, e.g. layer: body.8.'
+                f'train.dfd_opt.layer is not set and {type(net).__name__} names no bottleneck (no dfd_layer, not in '
+                'qdr_plugin.archs.basicsr_defaults.DFD_LAYERS): set it to the module whose output is the bottleneck, '
+                'e.g. layer: body.8.'
             )
         layers = [layer] if isinstance(layer, str) else list(layer)
         if dfd_opt.get('decoder_stages'):
@@ -203,7 +205,7 @@ class QDRModel(SRModel):
         if current_iter > 0:
             self.save_network(net, 'net_g', 'fp32')
         teacher = deepcopy(net)
-        quantize_model(net, self.quant_config)
+        quantize_model(net, self.quant_config, example_input(net, self.opt['network_g']))
         self._set_teacher(teacher)
         if hasattr(self, 'best_metric_results'):  # the best checkpoint is the best *quantized* student
             del self.best_metric_results

@@ -10,6 +10,7 @@ import torch
 from basicsr.archs import build_network
 from torch import nn
 
+from qdr_plugin.archs.basicsr_defaults import example_input
 from qdr_plugin.quant import QuantConfig, fold_batchnorm, is_quantized_state_dict, quantize_model
 
 
@@ -34,7 +35,7 @@ def load_networks(
     config = QuantConfig.from_options(quant_opt)
     student = build_network(dict(network_opt))
     if is_quantized_state_dict(checkpoint['params']):
-        quantize_model(student, config)
+        quantize_model(student, config, example_input(student, network_opt))
     student.load_state_dict(checkpoint['params'])
     teacher = None
     if 'params_teacher' in checkpoint:
