@@ -23,18 +23,20 @@ import torch
 from basicsr.data import build_dataset
 from common import command_line, load_options, markdown_table, write_results
 
-from qdr_plugin.deploy import export_onnx, onnxruntime_kernel_counts
+from qdr_plugin.deploy import ExportError, export_onnx, onnxruntime_kernel_counts
 from qdr_plugin.deploy.options import input_channels
+from qdr_plugin.quant.fake_quant import FakeQuantizer
 from qdr_plugin.utils.checkpoint import load_networks
 from qdr_plugin.utils.evaluation import evaluate
 
 
 def _output_step(net: torch.nn.Module) -> float:
-    """The step of the quantizers that make the output (EFM: its global residual), else one 8-bit level."""
-    residual = getattr(net, 'residual', None)
-    if residual is not None and hasattr(residual, 'quant_a'):
-        return max(float(residual.quant_a.step), float(residual.quant_b.step))
-    return 1 / 255
+    """The step of the quantizers that make the output (EFM: its global residual, DnCNN: its subtraction), else
+    one 8-bit level."""
+    residual = getattr(net, 'residual', None) or getattr(net, 'sub', None)
+    steps = [float(q.step) for q in (getattr(residual, 'quant_a', None), getattr(residual, 'quant_b', None))
+             if isinstance(q, FakeQuantizer)]
+    return max(steps) if steps else 1 / 255
 
 
 def main() -> None:
@@ -65,7 +67,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         files = {'FP32 (teacher)': export_onnx(teacher, Path(tmp) / 'fp32.onnx', channels, fp32=True)}
         for target in ('onnxruntime', 'tensorrt'):
-            files[f'INT8 {target} file'] = export_onnx(student, Path(tmp) / f'{target}.onnx', channels, target)
+            try:
+                files[f'INT8 {target} file'] = export_onnx(student, Path(tmp) / f'{target}.onnx', channels, target)
+            except ExportError as error:  # e.g. a quant.unsigned_relu network has no TensorRT form
+                print(f'INT8 {target} file: not exported ({error})')
         for label, path in files.items():
             options = ort.SessionOptions()
             options.intra_op_num_threads = args.threads
