@@ -25,6 +25,7 @@ from qdr_plugin.quant import (
     fold_batchnorm,
     is_quantized,
     is_quantized_state_dict,
+    project_step_sizes,
     quantize_model,
     quantizer_parameters,
     quantizers,
@@ -420,3 +421,23 @@ def test_tied_network_reloads_into_identical_network(tmp_path):
     assert fresh.conv.act_quant is fresh.add.quant_b
     x = torch.randn(1, 2, 9, 7)
     assert torch.equal(block(x), fresh(x))
+
+
+def test_project_step_sizes_keeps_steps_positive_under_adam():
+    """Adam at a learning rate far above a weight step pushes steps through zero; the projection stops them at
+    max|w_c| / (4 q_max), so no channel dies and every step has an INT8 form."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 1, 3, padding=1))
+    quantize_model(net, QuantConfig(calibration='max'))
+    calibrate(net, [torch.rand(2, 1, 16, 16)], method='max')
+    optimizer = torch.optim.Adam(quantizer_parameters(net), lr=1e-2)
+    first = net[0]
+    for _ in range(20):
+        optimizer.zero_grad()
+        net(torch.rand(2, 1, 16, 16)).square().mean().backward()  # pushes the output, so the steps, towards 0
+        optimizer.step()
+        project_step_sizes(net)
+    floor = first.weight.detach().abs().flatten(1).amax(1) / (4 * first.weight_quant.qmax)
+    assert bool((first.weight_quant.step >= floor - 1e-12).all()) and bool((first.weight_quant.step > 0).all())
+    first.weight_quant.step.data[0] = -1.0
+    assert project_step_sizes(net) >= 1 and float(first.weight_quant.step[0]) == pytest.approx(float(floor[0]))

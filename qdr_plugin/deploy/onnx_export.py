@@ -62,8 +62,14 @@ def _prepare_quantizers(net: nn.Module, target: str) -> None:
                 'quant.unsigned_relu: false for TensorRT.'
             )
         q.onnx_dtype = 'uint8' if target == 'onnxruntime' else 'int8'
-    for module in net.modules():
+    for name, module in net.named_modules():
         wq = getattr(module, 'weight_quant', None)
+        if wq is not None and bool((wq.step <= STEP_MIN).any()):
+            raise ExportError(
+                f"'{name}' has {int((wq.step <= STEP_MIN).sum())} weight step sizes <= 0 (channels that quantize "
+                'every weight to 0, trained before step sizes were kept positive); they have no INT8 form. '
+                'Fine-tune the checkpoint a few hundred iterations with QDRModel, which keeps step sizes valid.'
+            )
         if wq is not None:
             scale = wq.step.detach().clamp_min(STEP_MIN).to(torch.float32).clone()
             wq.onnx_weight = (integer_weight(module.weight, scale, wq.qmin, wq.qmax, wq.axis), scale)

@@ -58,6 +58,7 @@ from qdr_plugin.quant import (
     fold_batchnorm,
     is_quantized,
     is_quantized_state_dict,
+    project_step_sizes,
     quantize_model,
     quantizer_parameters,
 )
@@ -281,6 +282,8 @@ class QDRModel(SRModel):
             )
         l_total.backward()
         self.optimizer_g.step()
+        if self.net_t is not None:
+            project_step_sizes(self.get_bare_model(self.net_g))  # no step size through zero (see its docstring)
         self.log_dict = self.reduce_loss_dict(loss_dict)
         if l_kd is not None and self.lmr is not None:
             sync_lmr(self.lmr)  # distributed: the same (rank-averaged) measurements, so the same update everywhere

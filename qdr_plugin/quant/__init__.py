@@ -11,6 +11,7 @@ from .config import QuantConfig
 from .convert import (
     is_quantized,
     is_quantized_state_dict,
+    project_step_sizes,
     quantize_model,
     quantizer_parameters,
     quantizers,
@@ -25,5 +26,6 @@ __all__ = [
     'ActQuantizer', 'Add', 'Concat', 'FakeQuantizer', 'Mul', 'QuantAdd', 'QuantConcat', 'QuantConfig',
     'QuantConv2d', 'QuantConvTranspose2d', 'QuantLinear', 'QuantMul', 'QuantSub', 'Sub', 'WeightQuantizer',
     'calibrate', 'fold_batchnorm', 'fold_conv_bn', 'is_quantized', 'is_quantized_state_dict', 'lsq_fake_quant',
-    'quantize_model', 'quantizer_parameters', 'quantizers', 'set_quant_enabled', 'tie_shared_quantizers',
+    'project_step_sizes', 'quantize_model', 'quantizer_parameters', 'quantizers', 'set_quant_enabled',
+    'tie_shared_quantizers',
 ]

@@ -11,13 +11,15 @@ from torch import nn
 
 from .bn_fold import fold_batchnorm, foldable_batchnorms
 from .config import QuantConfig
-from .fake_quant import FakeQuantizer
+from .fake_quant import STEP_MIN, FakeQuantizer
 from .modules import FLOAT_TO_QUANT
 from .sharing import tie_shared_quantizers
 
 logger = logging.getLogger(__name__)
 
 QUANTIZER_STATE_SUFFIXES = ('.step', '.zero_point', '.initialized')
+WEIGHT_CLIP_LIMIT = 4.0  # a weight step may clip a channel's largest weight to no less than 1/4 of it
+ACT_STEP_MIN = 1e-6
 
 
 REWRITES: dict[str, Callable[[nn.Module], int]] = {}
@@ -96,6 +98,38 @@ def quantize_model(
                 len(plan), config.weight_bits, config.act_bits,
                 'symmetric' if config.act_symmetric else 'asymmetric', tied)
     return model
+
+
+@torch.no_grad()
+def project_step_sizes(model: nn.Module) -> int:
+    r"""Keep every learned step size in its valid range after an optimizer step; returns how many were moved.
+
+    Adam moves a parameter by about its learning rate per step whatever the gradient's size, and a per-channel
+    weight step is often only ~1e-3, so a few dozen same-signed updates can push it through zero. A step at or
+    below zero silences its channel for good (every weight rounds to 0, and no gradient reaches the weights) and
+    has no INT8 form (ONNX Runtime's int32 bias ``b / (s_x s_w)`` overflows). So, after each update,
+
+    .. math::
+
+        s_{w,c} \leftarrow \max\Big(s_{w,c}, \frac{\max_i |w_{c,i}|}{4\, q_{max}}\Big), \qquad
+        s_a \leftarrow \max(s_a, 10^{-6})
+
+    (a weight step may clip a channel's largest weight to a quarter of it, no further).
+    """
+    moved = 0
+    for module in model.modules():
+        wq = getattr(module, 'weight_quant', None)
+        if isinstance(wq, FakeQuantizer) and wq.enabled:
+            w = module.weight.detach().transpose(0, wq.axis).reshape(module.weight.shape[wq.axis], -1)
+            floor = (w.abs().amax(dim=1) / (WEIGHT_CLIP_LIMIT * wq.qmax)).clamp_min(STEP_MIN)
+            low = wq.step < floor
+            moved += int(low.sum())
+            wq.step.copy_(torch.maximum(wq.step, floor))
+    for _, q in quantizers(model):
+        if q.axis is None and bool(q.step.lt(ACT_STEP_MIN).any()):
+            moved += int(q.step.lt(ACT_STEP_MIN).sum())
+            q.step.clamp_(min=ACT_STEP_MIN)
+    return moved
 
 
 def quantizers(model: nn.Module) -> Iterator[tuple[str, FakeQuantizer]]:
