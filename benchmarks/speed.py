@@ -16,9 +16,7 @@ import qdr_plugin  # noqa: F401  (first: registers the plugin and lets basicsr 1
 
 import argparse
 import copy
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +26,7 @@ from common import command_line, markdown_table, write_results
 from torch import nn
 
 from qdr_plugin.archs import EFM, DnCNN
+from qdr_plugin.bench.timing import median_seconds
 from qdr_plugin.deploy import export_onnx, onnxruntime_kernel_counts
 from qdr_plugin.deploy.ptq import quantize_onnx_ptq
 from qdr_plugin.quant import QuantConfig, calibrate, fold_batchnorm, quantize_model
@@ -50,17 +49,6 @@ def _calibration_crops(channels: int, count: int = 8, size: int = 64) -> list[to
         noisy = img + rng.normal(0, 25 / 255, img.shape)
         crops.append(torch.from_numpy(noisy).float()[None, None].repeat(1, channels, 1, 1))
     return crops
-
-
-def _median_seconds(run, runs: int, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        run()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def _session(path: Path, threads: int) -> ort.InferenceSession:
@@ -107,12 +95,12 @@ def main() -> None:
             int8_path = export_onnx(quantized.eval(), Path(tmp) / 'int8.onnx', channels, 'onnxruntime')
             ptq_path = quantize_onnx_ptq(fp32_path, Path(tmp) / 'ptq.onnx', [c.numpy() for c in crops], 'minmax')
             with torch.no_grad():
-                seconds = {'FP32 PyTorch': _median_seconds(lambda n=net, i=x: n(i), args.runs)}
+                seconds = {'FP32 PyTorch': median_seconds(lambda n=net, i=x: n(i), args.runs)}
             feed = {'input': x.numpy()}
             for label, path in (('FP32 ONNX Runtime', fp32_path), ('INT8 ONNX Runtime (QDR export)', int8_path),
                                 ('INT8 ONNX Runtime (ORT PTQ)', ptq_path)):
                 session = _session(path, args.threads)
-                seconds[label] = _median_seconds(lambda s=session, f=feed: s.run(None, f), args.runs)
+                seconds[label] = median_seconds(lambda s=session, f=feed: s.run(None, f), args.runs)
             base = seconds['FP32 ONNX Runtime']
             kernels = {label: onnxruntime_kernel_counts(p) for label, p in (('ours', int8_path), ('ptq', ptq_path))}
             for label, value in seconds.items():

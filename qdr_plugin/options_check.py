@@ -30,7 +30,9 @@ from basicsr.models import lr_scheduler
 from basicsr.utils.options import ordered_yaml
 from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, METRIC_REGISTRY, MODEL_REGISTRY
 
-from qdr_plugin.data.gaussian_noise_dataset import IMG_EXTENSIONS
+from qdr_plugin.data.bicubic_sr_dataset import COLOR_MODES as SR_COLOR_MODES
+from qdr_plugin.data.bicubic_sr_dataset import SCALES as SR_SCALES
+from qdr_plugin.data.image_source import IMG_EXTENSIONS
 from qdr_plugin.losses.lmr import LMR_TYPES, LearnableMagnitudeReweighting
 from qdr_plugin.models.qdr_model import DFD_KEYS, QDRModel
 from qdr_plugin.quant.config import QuantConfig
@@ -85,6 +87,11 @@ GAUSSIAN_NOISE_KEYS = (
     'noise_seed_offset',
 )
 """``GaussianNoiseDataset``'s own keys (its docstring), plus basicsr's generic dataset keys below."""
+
+BICUBIC_SR_KEYS = (
+    'dataroot_gt', 'dataroot_lq', 'meta_info_file', 'io_backend', 'color', 'gt_size', 'use_hflip', 'use_rot',
+)
+"""``BicubicSRDataset``'s own keys (its docstring; ``scale`` and ``filename_tmpl`` are generic)."""
 
 GENERIC_DATASET_KEYS = (
     'name', 'type', 'phase', 'num_worker_per_gpu', 'batch_size_per_gpu', 'dataset_enlarge_ratio', 'prefetch_mode',
@@ -342,6 +349,81 @@ def _check_quant(opt: Mapping) -> None:
                            str(err)) from err
 
 
+def _check_loader_keys(block: Mapping, path: str, phase: str) -> None:
+    """basicsr's data-loader keys and the flip / rotation switches of the plugin's datasets."""
+    for key in ('use_hflip', 'use_rot', 'pin_memory', 'persistent_workers', 'use_shuffle'):
+        _need_bool(block, path, key)
+    if phase == 'train':
+        _need_int(block, path, 'batch_size_per_gpu', 1, required=True, example='8')
+        _need_int(block, path, 'num_worker_per_gpu', 0, required=True, example='0')
+        _need_number(block, path, 'dataset_enlarge_ratio', positive=True, example='1')
+    prefetch = block.get('prefetch_mode')
+    if prefetch not in (None, 'cpu', 'cuda'):
+        raise OptionsError(f'{path}.prefetch_mode', "must be ~, 'cpu' or 'cuda'", prefetch, 'Write prefetch_mode: ~.')
+
+
+def _check_image_roots(block: Mapping, path: str, base_dir: Path, roots: Mapping[str, str]) -> None:
+    """``io_backend`` and the image folders / LMDBs ``roots`` (``{key: what it holds}``; the first is required and,
+    with a ``meta_info_file``, need not hold images itself: the file's lines name them, relative to it)."""
+    backend_opt = block.get('io_backend') or {'type': 'disk'}
+    if not isinstance(backend_opt, Mapping):
+        raise OptionsError(f'{path}.io_backend', 'must be a block', backend_opt, 'Write io_backend: {type: disk}.')
+    backend = backend_opt.get('type', 'disk')
+    if backend not in ('disk', 'lmdb'):
+        raise OptionsError(f'{path}.io_backend.type', "must be 'disk' or 'lmdb'", backend,
+                           'Write io_backend: {type: disk} (an image folder) or {type: lmdb}.')
+    if backend == 'disk':
+        _check_keys(backend_opt, f'{path}.io_backend', ['type'])
+    else:
+        _check_keys(backend_opt, f'{path}.io_backend', ['type', 'readonly', 'lock', 'readahead', 'map_size',
+                                                        'max_readers', 'max_dbs', 'max_spare_txns', 'meminit'])
+
+    for i, (key, what) in enumerate(roots.items()):
+        root = block.get(key, MISSING)
+        if i > 0 and root in (MISSING, None):
+            continue
+        if not isinstance(root, str) or not root:
+            raise OptionsError(f'{path}.{key}', f'must be the path of the {what} folder', root,
+                               f'Add {key}: <folder> (relative paths start from the working directory).')
+        folder = _resolve(root, base_dir)
+        if not folder.is_dir():
+            raise OptionsError(f'{path}.{key}', f'folder not found (looked in {base_dir})', root,
+                               'Fix the path: relative paths start from the working directory, as in basicsr.')
+        if i == 0 and block.get('meta_info_file') is not None:
+            _check_meta_info_file(block, path, base_dir, backend, folder)
+        elif backend == 'lmdb':
+            missing = [name for name in ('data.mdb', 'meta_info.txt') if not (folder / name).is_file()]
+            if missing:
+                raise OptionsError(f'{path}.{key}', f'is not a BasicSR LMDB: no {" / ".join(missing)} inside', root,
+                                   'Build one with basicsr.utils.lmdb_util.make_lmdb_from_imgs, or use '
+                                   'io_backend: {type: disk} for an image folder.')
+        else:
+            has_images = any(entry.is_file() and not entry.name.startswith('.')
+                             and entry.name.lower().endswith(IMG_EXTENSIONS) for entry in os.scandir(folder))
+            if not has_images:
+                hint = ('It looks like an LMDB: set io_backend: {type: lmdb}.' if (folder / 'meta_info.txt').is_file()
+                        else f'Put images ({", ".join(IMG_EXTENSIONS)}) in it; sub-folders are not searched.')
+                raise OptionsError(f'{path}.{key}', 'folder holds no images', root, hint)
+
+
+def _check_meta_info_file(block: Mapping, path: str, base_dir: Path, backend: str, folder: Path) -> None:
+    value = block['meta_info_file']
+    if backend != 'disk':
+        raise OptionsError(f'{path}.meta_info_file', 'is for image folders (an LMDB lists its images itself)', value,
+                           'Remove meta_info_file, or use io_backend: {type: disk}.')
+    if not isinstance(value, str) or not _resolve(value, base_dir).is_file():
+        raise OptionsError(f'{path}.meta_info_file', f'file not found (looked in {base_dir})', value,
+                           'Fix the path (relative paths start from the working directory) or remove it.')
+    names = [line.split()[0] for line in _resolve(value, base_dir).read_text().splitlines() if line.strip()]
+    if not names:
+        raise OptionsError(f'{path}.meta_info_file', 'lists no images', value,
+                           'Write one image path per line, relative to dataroot_gt.')
+    missing = next((name for name in names if not (folder / name).is_file()), None)
+    if missing is not None:
+        raise OptionsError(f'{path}.meta_info_file', f"lists '{missing}', which is not in dataroot_gt ({folder})",
+                           value, 'Fix that line or dataroot_gt: the lines are paths relative to dataroot_gt.')
+
+
 def _check_gaussian_dataset(block: Mapping, path: str, phase: str, base_dir: Path, net: Mapping) -> None:
     _check_keys(block, path, [*GAUSSIAN_NOISE_KEYS, *GENERIC_DATASET_KEYS])
     in_ch = block.get('in_ch', 1)
@@ -376,51 +458,47 @@ def _check_gaussian_dataset(block: Mapping, path: str, phase: str, base_dir: Pat
     offset = block.get('noise_seed_offset')
     if offset is not None and not _is_int(offset):
         raise OptionsError(f'{path}.noise_seed_offset', 'must be an integer', offset, 'Write noise_seed_offset: 0.')
-    for key in ('use_hflip', 'use_rot', 'pin_memory', 'persistent_workers', 'use_shuffle'):
-        _need_bool(block, path, key)
     if phase == 'train':
         _need_int(block, path, 'gt_size', 1, required=True, example='64')
-        _need_int(block, path, 'batch_size_per_gpu', 1, required=True, example='8')
-        _need_int(block, path, 'num_worker_per_gpu', 0, required=True, example='0')
-        _need_number(block, path, 'dataset_enlarge_ratio', positive=True, example='1')
-    prefetch = block.get('prefetch_mode')
-    if prefetch not in (None, 'cpu', 'cuda'):
-        raise OptionsError(f'{path}.prefetch_mode', "must be ~, 'cpu' or 'cuda'", prefetch, 'Write prefetch_mode: ~.')
+    _check_loader_keys(block, path, phase)
+    _check_image_roots(block, path, base_dir, {'dataroot_gt': 'clean-image'})
 
-    backend_opt = block.get('io_backend') or {'type': 'disk'}
-    if not isinstance(backend_opt, Mapping):
-        raise OptionsError(f'{path}.io_backend', 'must be a block', backend_opt, 'Write io_backend: {type: disk}.')
-    backend = backend_opt.get('type', 'disk')
-    if backend not in ('disk', 'lmdb'):
-        raise OptionsError(f'{path}.io_backend.type', "must be 'disk' or 'lmdb'", backend,
-                           'Write io_backend: {type: disk} (an image folder) or {type: lmdb}.')
-    if backend == 'disk':
-        _check_keys(backend_opt, f'{path}.io_backend', ['type'])
-    else:
-        _check_keys(backend_opt, f'{path}.io_backend', ['type', 'readonly', 'lock', 'readahead', 'map_size',
-                                                        'max_readers', 'max_dbs', 'max_spare_txns', 'meminit'])
 
-    root = block.get('dataroot_gt', MISSING)
-    if not isinstance(root, str) or not root:
-        raise OptionsError(f'{path}.dataroot_gt', 'must be the path of the clean-image folder', root,
-                           'Add dataroot_gt: <folder> (relative paths start from the working directory).')
-    folder = _resolve(root, base_dir)
-    if not folder.is_dir():
-        raise OptionsError(f'{path}.dataroot_gt', f'folder not found (looked in {base_dir})', root,
-                           'Fix the path: relative paths start from the working directory, as in basicsr.')
-    if backend == 'lmdb':
-        missing = [name for name in ('data.mdb', 'meta_info.txt') if not (folder / name).is_file()]
-        if missing:
-            raise OptionsError(f'{path}.dataroot_gt', f'is not a BasicSR LMDB: no {" / ".join(missing)} inside', root,
-                               'Build one with basicsr.utils.lmdb_util.make_lmdb_from_imgs, or use '
-                               'io_backend: {type: disk} for an image folder.')
-    else:
-        has_images = any(entry.is_file() and not entry.name.startswith('.')
-                         and entry.name.lower().endswith(IMG_EXTENSIONS) for entry in os.scandir(folder))
-        if not has_images:
-            hint = ('It looks like an LMDB: set io_backend: {type: lmdb}.' if (folder / 'meta_info.txt').is_file()
-                    else f'Put images ({", ".join(IMG_EXTENSIONS)}) in it; sub-folders are not searched.')
-            raise OptionsError(f'{path}.dataroot_gt', 'folder holds no images', root, hint)
+def _check_bicubic_sr_dataset(block: Mapping, path: str, phase: str, base_dir: Path, net: Mapping,
+                              top_scale: Any) -> None:
+    _check_keys(block, path, [*BICUBIC_SR_KEYS, *GENERIC_DATASET_KEYS])
+    scale = block.get('scale', MISSING) if top_scale is MISSING else top_scale  # basicsr copies the top-level one
+    if not _is_int(scale) or scale not in SR_SCALES:
+        key = f'{path}.scale' if top_scale is MISSING and scale is not MISSING else 'scale'
+        raise OptionsError(key, f'BicubicSRDataset needs the upscaling factor, one of {SR_SCALES}', scale,
+                           'Write scale: 4 at the top level (basicsr copies it into every dataset).')
+    color = block.get('color', 'rgb')
+    if color not in SR_COLOR_MODES:
+        raise OptionsError(f'{path}.color', f'must be one of {", ".join(SR_COLOR_MODES)}', color,
+                           'Write color: rgb (3 channels), y (the Y channel) or gray.')
+    arch = _lookup(ARCH_REGISTRY, net.get('type'))
+    params = (_signature(arch) or inspect.Signature()).parameters if arch is not None else {}
+    upscale = net.get('upscale', params['upscale'].default if 'upscale' in params else None)
+    if _is_int(upscale) and upscale != scale:
+        raise OptionsError(f'{path}.scale', f'does not match network_g.upscale ({upscale})', scale,
+                           'Give the network and the top-level scale the same factor.')
+    channels = 3 if color == 'rgb' else 1
+    for key in ('num_in_ch', 'in_chans', 'in_ch', 'in_channels'):
+        net_ch = net.get(key, params[key].default if key in params else None)
+        if _is_int(net_ch) and net_ch != channels:
+            raise OptionsError(f'{path}.color', f'gives {channels}-channel images, network_g.{key} is {net_ch}',
+                               color, 'Use color: rgb for 3 channels, y or gray for 1, or change the network.')
+    tmpl = block.get('filename_tmpl', '{}')
+    if not isinstance(tmpl, str) or '{}' not in tmpl:
+        raise OptionsError(f'{path}.filename_tmpl', "must be a string with one '{}'", tmpl,
+                           "Write e.g. filename_tmpl: '{}x4' (Set5's LR_bicubic/X4/babyx4.png).")
+    if phase == 'train':
+        _need_int(block, path, 'gt_size', scale, required=True, example=str(16 * scale))
+        if block['gt_size'] % scale:
+            raise OptionsError(f'{path}.gt_size', f'must be a multiple of scale ({scale})', block['gt_size'],
+                               f'Write e.g. gt_size: {16 * scale}.')
+    _check_loader_keys(block, path, phase)
+    _check_image_roots(block, path, base_dir, {'dataroot_gt': 'HR image', 'dataroot_lq': 'LR image'})
 
 
 def _check_datasets(opt: Mapping, is_train: bool, base_dir: Path, net: Mapping) -> None:
@@ -446,6 +524,9 @@ def _check_datasets(opt: Mapping, is_train: bool, base_dir: Path, net: Mapping) 
                                f'Add name: {key}_set.')
         if cls.__name__ == 'GaussianNoiseDataset':
             _check_gaussian_dataset(dataset, path, phase, base_dir, net)
+            continue
+        if cls.__name__ == 'BicubicSRDataset':
+            _check_bicubic_sr_dataset(dataset, path, phase, base_dir, net, opt.get('scale', MISSING))
             continue
         backend_opt = dataset.get('io_backend') or {}
         backend = backend_opt.get('type', 'disk') if isinstance(backend_opt, Mapping) else None

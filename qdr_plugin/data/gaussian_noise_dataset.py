@@ -5,28 +5,22 @@ per-image draw for validation/testing (see :func:`add_validation_noise`), so PSN
 """
 
 import math
-import os
 import random
 from numbers import Real
-from os import path as osp
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 from basicsr.data.transforms import augment
-from basicsr.utils import FileClient, img2tensor
+from basicsr.utils import img2tensor
 from basicsr.utils.registry import DATASET_REGISTRY
 from torch.utils import data
 
 from qdr_plugin.registry import register
 
+from .image_source import IMG_EXTENSIONS, ImageSource, is_int, is_training_phase
+
 __all__ = ['IMG_EXTENSIONS', 'GaussianNoiseDataset', 'add_validation_noise']
-
-IMG_EXTENSIONS = ('.bmp', '.jpeg', '.jpg', '.png', '.tif', '.tiff')
-"""File name endings (compared case-insensitively) that count as images in a ``dataroot_gt`` folder."""
-
-_INT_SCALE = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
 
 
 def add_validation_noise(img: np.ndarray, sigma: float, index: int) -> np.ndarray:
@@ -52,9 +46,6 @@ def add_validation_noise(img: np.ndarray, sigma: float, index: int) -> np.ndarra
 def _is_number(value: Any) -> bool:
     return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
 
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 def _parse_sigma(opt: dict[str, Any], train: bool) -> tuple[float | None, tuple[float, float] | None]:
@@ -93,27 +84,6 @@ def _parse_sigma(opt: dict[str, Any], train: bool) -> tuple[float | None, tuple[
             f'sigma_range: [0, 55]), got {sigma_range!r}.'
         )
     return None, (float(sigma_range[0]), float(sigma_range[1]))
-
-
-def _decode(content: bytes | None, name: str, in_ch: int) -> np.ndarray:
-    """Decode image bytes to float32 ``H x W x in_ch`` in [0, 1], RGB order for colour."""
-    buf = np.frombuffer(content or b'', np.uint8)
-    img = cv2.imdecode(buf, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR) if buf.size else None
-    if img is None:
-        raise ValueError(
-            f"GaussianNoiseDataset: cannot decode image '{name}' (empty, truncated or not an image); "
-            'replace or remove the file.'
-        )
-    if img.dtype not in _INT_SCALE:
-        raise ValueError(
-            f"GaussianNoiseDataset: image '{name}' has pixel type {img.dtype}; only 8-bit and 16-bit integer "
-            'images are supported, convert it.'
-        )
-    if in_ch == 1:
-        img = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)[..., None] if img.ndim == 3 else img[..., None]
-    else:
-        img = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB if img.ndim == 2 else cv2.COLOR_BGR2RGB)
-    return img.astype(np.float32) / _INT_SCALE[img.dtype]
 
 
 @register(DATASET_REGISTRY)
@@ -155,30 +125,24 @@ class GaussianNoiseDataset(data.Dataset):
     def __init__(self, opt: dict[str, Any]) -> None:
         super().__init__()
         self.opt = opt
-        phase = opt.get('phase')
-        if phase not in ('train', 'val', 'test'):
-            raise ValueError(
-                f"GaussianNoiseDataset: phase must be 'train', 'val' or 'test', got {phase!r}; "
-                'BasicSR sets it from the datasets key (train / val*), set it yourself when building by hand.'
-            )
-        self.train = phase == 'train'
+        self.train = is_training_phase(opt, 'GaussianNoiseDataset')
 
         in_ch = opt.get('in_ch', 1)
-        if not _is_int(in_ch) or in_ch not in (1, 3):
+        if not is_int(in_ch) or in_ch not in (1, 3):
             raise ValueError(f'GaussianNoiseDataset: in_ch must be 1 (gray) or 3 (colour), got {in_ch!r}.')
         self.in_ch = int(in_ch)
 
         self.sigma, self.sigma_range = _parse_sigma(opt, self.train)
 
         self.noise_seed_offset = opt.get('noise_seed_offset', 0)
-        if not _is_int(self.noise_seed_offset):
+        if not is_int(self.noise_seed_offset):
             raise ValueError(
                 f'GaussianNoiseDataset: noise_seed_offset must be an integer, got {self.noise_seed_offset!r}.'
             )
 
         if self.train:
             self.gt_size = opt.get('gt_size')
-            if not _is_int(self.gt_size) or self.gt_size < 1:
+            if not is_int(self.gt_size) or self.gt_size < 1:
                 raise ValueError(
                     f'GaussianNoiseDataset: gt_size (training crop size) must be a positive integer, '
                     f'got {self.gt_size!r}; e.g. gt_size: 64.'
@@ -186,79 +150,9 @@ class GaussianNoiseDataset(data.Dataset):
             self.use_hflip = bool(opt.get('use_hflip', False))
             self.use_rot = bool(opt.get('use_rot', False))
 
-        self.io_backend_opt = dict(opt.get('io_backend') or {'type': 'disk'})
-        self.backend = self.io_backend_opt.pop('type', 'disk')
-        if self.backend not in ('disk', 'lmdb'):
-            raise ValueError(
-                f"GaussianNoiseDataset: io_backend type must be 'disk' or 'lmdb', got {self.backend!r}."
-            )
-
-        self.gt_folder = opt.get('dataroot_gt')
-        if not isinstance(self.gt_folder, (str, os.PathLike)) or not str(self.gt_folder):
-            raise ValueError(
-                f'GaussianNoiseDataset: dataroot_gt must be the path of a folder of clean images, '
-                f'got {self.gt_folder!r}.'
-            )
-        self.gt_folder = str(self.gt_folder)
-        if not osp.isdir(self.gt_folder):
-            raise FileNotFoundError(
-                f"GaussianNoiseDataset: dataroot_gt folder '{self.gt_folder}' does not exist (or is not a folder); "
-                'fix the path (relative paths start from the working directory).'
-            )
-        if self.backend == 'lmdb':
-            self.paths = self._paths_from_lmdb()
-            self.io_backend_opt['db_paths'] = [self.gt_folder]
-            self.io_backend_opt['client_keys'] = ['gt']
-        else:
-            self.paths = self._paths_from_folder()
-        self.file_client: FileClient | None = None
-
-    def _paths_from_folder(self) -> list[str]:
-        names = sorted(
-            entry.name
-            for entry in os.scandir(self.gt_folder)
-            if entry.is_file() and not entry.name.startswith('.') and entry.name.lower().endswith(IMG_EXTENSIONS)
-        )
-        if not names:
-            hint = (
-                ' It looks like an LMDB folder: set io_backend: {type: lmdb}.'
-                if osp.isfile(osp.join(self.gt_folder, 'meta_info.txt'))
-                else ' Sub-folders are not searched.'
-            )
-            raise FileNotFoundError(
-                f"GaussianNoiseDataset: dataroot_gt folder '{self.gt_folder}' holds no images "
-                f"({', '.join(IMG_EXTENSIONS)}).{hint}"
-            )
-        return [osp.join(self.gt_folder, name) for name in names]
-
-    def _paths_from_lmdb(self) -> list[str]:
-        meta = osp.join(self.gt_folder, 'meta_info.txt')
-        if not osp.isfile(meta):
-            raise FileNotFoundError(
-                f"GaussianNoiseDataset: dataroot_gt '{self.gt_folder}' has no meta_info.txt, so it is not a BasicSR "
-                'LMDB; build one with basicsr.utils.lmdb_util.make_lmdb_from_imgs, or use io_backend: {type: disk} '
-                'for an image folder.'
-            )
-        with open(meta) as fin:
-            names = sorted(line.rsplit(' ', 2)[0] for line in fin if line.strip())
-        if not names:
-            raise FileNotFoundError(
-                f"GaussianNoiseDataset: dataroot_gt LMDB '{self.gt_folder}' lists no images in meta_info.txt; "
-                'rebuild it with basicsr.utils.lmdb_util.make_lmdb_from_imgs.'
-            )
-        return [osp.splitext(name)[0] for name in names]
-
-    def _read(self, path: str) -> np.ndarray:
-        if self.file_client is None:  # opened lazily: LMDB handles must not cross DataLoader worker forks
-            self.file_client = FileClient(self.backend, **self.io_backend_opt)
-        content = self.file_client.get(path, 'gt')
-        if content is None:
-            raise FileNotFoundError(
-                f"GaussianNoiseDataset: key '{path}' is listed in meta_info.txt but missing from the LMDB "
-                f"'{self.gt_folder}'; rebuild the LMDB."
-            )
-        name = path if self.backend == 'disk' else f'{self.gt_folder}:{path}'
-        return _decode(content, name, self.in_ch)
+        self.source = ImageSource(opt.get('dataroot_gt'), opt.get('io_backend'), 'GaussianNoiseDataset',
+                                  what='clean images')
+        self.paths = self.source.paths
 
     def _random_crop(self, img: np.ndarray, path: str) -> np.ndarray:
         h, w = img.shape[:2]
@@ -273,7 +167,7 @@ class GaussianNoiseDataset(data.Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         path = self.paths[index]
-        img = self._read(path)
+        img, _ = self.source.read(path, self.in_ch)
         if self.train:
             img = augment(self._random_crop(img, path), self.use_hflip, self.use_rot)
             gt = img2tensor(img, bgr2rgb=False, float32=True)

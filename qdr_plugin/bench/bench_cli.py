@@ -1,0 +1,187 @@
+"""``basicsr bench``: score models (PyTorch checkpoints and ONNX files, FP32 and INT8) on the standard sets with the
+protocol of DESIGN.md section 5, time them, and write a table, JSON, CSV and plots; ``--sensitivity`` adds the
+per-layer quantization sensitivity of one checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from qdr_plugin.deploy.options import read_options
+from qdr_plugin.quant import is_quantized
+
+from .models import BenchModel, load_model, parse_model_spec
+from .plots import plot_per_image_diff, plot_psnr_vs_fps, plot_sensitivity
+from .protocol import DEFAULT_SIGMAS, DENOISE_SETS, SR_SETS, TASKS, BenchSet, denoise_set, sr_set
+from .report import SENSITIVITY_COLUMNS, bench_columns, markdown_table, run_info, write_results
+from .runner import add_retention, run_benchmark
+from .sensitivity import layer_sensitivity, quantize_from_options, suggest_keep_fp32
+from .timing import frames_per_second
+
+DEFAULT_DATA_ROOT = Path(__file__).resolve().parents[2].parent / 'shared' / 'datasets'
+"""``../shared/datasets`` next to the repository."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog='basicsr bench', description=__doc__)
+    parser.add_argument('--model', action='append', required=True, metavar='NAME=PATH',
+                        help='a model to bench (repeat): a .pth checkpoint (PyTorch; a QDR checkpoint runs as the '
+                        'fake-quantized INT8 network) or an .onnx file (ONNX Runtime, CPU; INT8 when it holds '
+                        'quantization nodes)')
+    parser.add_argument('-opt', help='options YAML: network_g (needed for .pth models), quant, datasets.train, scale')
+    parser.add_argument('--task', choices=TASKS, default='denoise')
+    parser.add_argument('--datasets', nargs='+', metavar='NAME',
+                        help=f'denoise: {", ".join(DENOISE_SETS)} (default: the sets with the models\' channels); '
+                        f'sr: {", ".join(SR_SETS)} (default: both)')
+    parser.add_argument('--sigmas', nargs='+', type=float, default=list(DEFAULT_SIGMAS),
+                        help='noise levels on the 0..255 scale (denoise; default 15 25 50)')
+    parser.add_argument('--scale', type=int, help='super-resolution scale (sr; default: the options\' scale)')
+    parser.add_argument('--data-root', type=Path, default=DEFAULT_DATA_ROOT,
+                        help='the folder holding the sets (default: ../shared/datasets next to the repository)')
+    parser.add_argument('--max-images', type=int, help='score only the first N images of each set (quick checks)')
+    parser.add_argument('--reference', metavar='NAME',
+                        help='the model retention and drop are measured against (default: the first FP32 model)')
+    parser.add_argument('--out', type=Path, default=Path('results/bench'),
+                        help='folder for bench.json/.csv/.md and the plots (default results/bench)')
+    parser.add_argument('--runs', type=int, default=20, help='timed runs per model; the median counts (default 20)')
+    parser.add_argument('--warmup', type=int, default=3, help='untimed runs before timing (default 3)')
+    parser.add_argument('--size', type=int, default=256, help='side of the 1 x C x S x S timing input (default 256)')
+    parser.add_argument('--no-speed', action='store_true', help='skip the timing (no FPS, no PSNR-vs-FPS plot)')
+    parser.add_argument('--threads', type=int, default=torch.get_num_threads(),
+                        help='PyTorch and ONNX Runtime intra-op threads (default: the number of cores)')
+    parser.add_argument('--sensitivity', nargs='?', const='', metavar='NAME',
+                        help='also measure per-layer sensitivity of this .pth model (default: the first one) on the '
+                        'first dataset and noise level / scale')
+    parser.add_argument('--keep-db', type=float, default=0.1,
+                        help='sensitivity: suggest keep_fp32 for layers losing at least this many dB (default 0.1)')
+    parser.add_argument('--calib-images', type=int, default=16,
+                        help='sensitivity of an FP32 checkpoint: training crops to calibrate on (default 16)')
+    return parser
+
+
+def _check_numbers(args: argparse.Namespace) -> None:
+    for flag, value, low in (('--runs', args.runs, 1), ('--warmup', args.warmup, 0), ('--size', args.size, 8),
+                             ('--threads', args.threads, 1), ('--calib-images', args.calib_images, 1)):
+        if value < low:
+            raise ValueError(f'{flag} must be >= {low}, got {value}.')
+    if args.max_images is not None and args.max_images < 1:
+        raise ValueError(f'--max-images must be >= 1, got {args.max_images}.')
+    if any(s < 0 for s in args.sigmas):
+        raise ValueError(f'--sigmas must be >= 0 (noise std on the 0..255 scale), got {args.sigmas}.')
+
+
+def _load_models(args: argparse.Namespace, opt: dict[str, Any] | None) -> list[BenchModel]:
+    specs = [parse_model_spec(text) for text in args.model]
+    names = [s.name for s in specs]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f'--model names must be unique, {", ".join(duplicates)} is given more than once.')
+    for name in (args.reference, args.sensitivity or None):
+        if name is not None and name not in names:
+            raise ValueError(f"'{name}' is not one of the --model names ({', '.join(names)}).")
+    return [load_model(spec, opt, args.threads, args.size) for spec in specs]
+
+
+def _bench_sets(args: argparse.Namespace, opt: dict[str, Any] | None, models: list[BenchModel]) -> list[BenchSet]:
+    root = args.data_root
+    if args.task == 'sr':
+        scale = args.scale if args.scale is not None else (opt or {}).get('scale')
+        if scale is None:
+            raise ValueError('--task sr needs the scale: give --scale N (or scale: N in the options file).')
+        return [sr_set(root, name, int(scale), args.max_images) for name in args.datasets or SR_SETS]
+    names = args.datasets
+    if names is None:
+        channels = sorted({m.channels for m in models})
+        if len(channels) != 1:
+            raise ValueError(f'the models take {" and ".join(map(str, channels))} channels; give --datasets, or '
+                             'bench gray and colour models in separate runs.')
+        names = [name for name, c in DENOISE_SETS.items() if c == channels[0]]
+    return [denoise_set(root, name, sigma, args.max_images) for name in names for sigma in args.sigmas]
+
+
+def _speeds(args: argparse.Namespace, models: list[BenchModel]) -> dict[str, float | None]:
+    if args.no_speed:
+        return {m.name: None for m in models}
+    speeds = {}
+    for model in models:
+        print(f'timing {model.name} ({model.runtime}, {model.precision}) on 1x{model.channels}x{args.size}x'
+              f'{args.size}, median of {args.runs} runs ...', file=sys.stderr, flush=True)
+        speeds[model.name] = frames_per_second(model.restore, model.channels, args.size, args.runs, args.warmup)
+    return speeds
+
+
+def _sensitivity_model(args: argparse.Namespace, models: list[BenchModel]) -> BenchModel:
+    """The checkpoint ``--sensitivity`` names, or the first one."""
+    checkpoints = {m.name: m for m in models if m.network is not None}
+    name = args.sensitivity or next(iter(checkpoints), None)
+    if name not in checkpoints:
+        raise ValueError('--sensitivity needs a .pth model (a PyTorch checkpoint, not an ONNX file): add one with '
+                         '--model NAME=X.pth and name it, --sensitivity NAME.')
+    return checkpoints[name]
+
+
+def _sensitivity(args: argparse.Namespace, opt: dict[str, Any], model: BenchModel, bench_set: BenchSet,
+                 command: str) -> None:
+    net = model.network
+    if not is_quantized(net):
+        print(f'{model.name} is FP32: quantizing it with the options\' quant block, calibrating on '
+              f'{args.calib_images} training crops ...', file=sys.stderr, flush=True)
+        net = quantize_from_options(net, opt, args.calib_images)
+    result = layer_sensitivity(net, bench_set, model.name)
+    keep = suggest_keep_fp32(result['layers'], args.keep_db)
+    where = f'{bench_set.name}, {bench_set.setting}, {len(bench_set.images)} images'
+    info = run_info(command, args.threads, model=model.name, path=str(model.path), dataset=bench_set.name,
+                    sigma=bench_set.sigma, scale=bench_set.scale, images=bench_set.images,
+                    fp32_psnr=result['fp32_psnr'], int8_psnr=result['int8_psnr'], keep_db=args.keep_db,
+                    keep_fp32=keep)
+    summary = (f'{model.name} on {where}: FP32 {result["fp32_psnr"]:.3f} dB, all layers INT8 '
+               f'{result["int8_psnr"]:.3f} dB.\nLayers losing >= {args.keep_db:g} dB alone: '
+               f'quant.keep_fp32: [{", ".join(keep)}]')
+    table = markdown_table(result['layers'], SENSITIVITY_COLUMNS)
+    paths = write_results(args.out, 'sensitivity', result['layers'], info, table, summary)
+    title = f'{model.name}, {where}: FP32 {result["fp32_psnr"]:.2f} dB'
+    png = plot_sensitivity(result['layers'], args.out / 'sensitivity.png', title)
+    print(f'\nPer-layer sensitivity (only that layer quantized), {where}\n\n{table}\n\n{summary}')
+    print('wrote', ', '.join(str(p) for p in [*paths.values(), png]))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``basicsr bench``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = _parser().parse_args(argv)
+    command = shlex.join(['basicsr', 'bench', *argv])
+    try:
+        _check_numbers(args)
+        torch.set_num_threads(args.threads)
+        opt = read_options(args.opt) if args.opt is not None else None
+        models = _load_models(args, opt)
+        sensitivity_model = _sensitivity_model(args, models) if args.sensitivity is not None else None
+        sets = _bench_sets(args, opt, models)
+        speeds = _speeds(args, models)
+        rows = run_benchmark(models, sets, speeds)
+        reference = args.reference or next((m.name for m in models if m.precision == 'fp32'), None)
+        if reference is not None:
+            add_retention(rows, reference)
+        info = run_info(command, args.threads, task=args.task, reference=reference, speed=not args.no_speed,
+                        runs=args.runs, warmup=args.warmup, size=args.size,
+                        data_root=str(args.data_root), max_images=args.max_images,
+                        datasets={s.name: {'folder': str(s.folder), 'images': s.images} for s in sets})
+        table = markdown_table(rows, bench_columns(args.task))
+        note = (f'retention = PSNR / PSNR of {reference} on the same images; drop = the difference in dB.'
+                if reference is not None else 'no FP32 model: no retention (give --reference NAME).')
+        paths = write_results(args.out, 'bench', rows, info, table, note)
+        plots = [plot_psnr_vs_fps(rows, args.out / 'bench_psnr_vs_fps.png')]
+        if reference is not None:
+            plots.append(plot_per_image_diff(rows, reference, args.out / 'bench_per_image_diff.png'))
+        print(f'\n{table}\n\n{note}')
+        print('wrote', ', '.join(str(p) for p in [*paths.values(), *plots] if p is not None))
+        if sensitivity_model is not None:
+            _sensitivity(args, opt, sensitivity_model, sets[0], command)
+    except (ValueError, FileNotFoundError, RuntimeError) as error:
+        message = str(error).strip()
+        sys.exit(f'basicsr bench: {message.splitlines()[0] if message else type(error).__name__}')

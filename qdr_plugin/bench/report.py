@@ -1,0 +1,106 @@
+"""Benchmark and sensitivity results as a Markdown table, JSON (with per-image PSNRs, the command, date and machine)
+and CSV (the scalar columns)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import platform
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+
+Column = tuple[str, str, str]
+"""``(row key, header, format)``; the format is a ``str.format`` spec, ``'count'`` (thousands separators) or
+``'giga'`` (MACs in G, or in M below 0.1 G)."""
+
+BENCH_COLUMNS: list[Column] = [
+    ('model', 'model', ''), ('runtime', 'runtime', ''), ('precision', 'precision', ''), ('dataset', 'dataset', ''),
+    ('sigma', 'sigma', 'g'), ('psnr', 'PSNR (dB)', '.3f'), ('ssim', 'SSIM', '.4f'), ('retention', 'retention', '.4f'),
+    ('drop_db', 'drop (dB)', '.3f'), ('params', 'params', 'count'), ('macs', 'MACs', 'giga'), ('fps', 'FPS', '.2f'),
+]
+SENSITIVITY_COLUMNS: list[Column] = [
+    ('layer', 'layer', ''), ('type', 'type', ''), ('quantizers', 'quantizers', ''), ('psnr', 'PSNR (dB)', '.3f'),
+    ('loss_db', 'dB lost', '.3f'),
+]
+
+
+def bench_columns(task: str) -> list[Column]:
+    """The table columns of a run: the noise level for denoising, the scale for super-resolution."""
+    if task == 'denoise':
+        return BENCH_COLUMNS
+    return [('scale', 'scale', 'd') if key == 'sigma' else (key, header, fmt) for key, header, fmt in BENCH_COLUMNS]
+
+
+def _format(value: Any, fmt: str) -> str:
+    if value is None:
+        return '-'
+    if fmt == 'count':
+        return f'{value:,}'
+    if fmt == 'giga':
+        return f'{value / 1e9:.2f} G' if value >= 1e8 else f'{value / 1e6:.2f} M'
+    text = format(value, fmt)
+    return text[1:] if isinstance(value, float) and text.startswith('-') and float(text) == 0 else text  # no -0.000
+
+
+def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[Column]) -> str:
+    """A Markdown table of ``rows``; missing values show as ``-``."""
+    lines = ['| ' + ' | '.join(header for _, header, _ in columns) + ' |', '|' + '---|' * len(columns)]
+    lines += ['| ' + ' | '.join(_format(row.get(key), fmt) for key, _, fmt in columns) + ' |' for row in rows]
+    return '\n'.join(lines)
+
+
+def _cpu_name() -> str:
+    """The CPU model (Linux ``/proc/cpuinfo``), else the machine type."""
+    cpuinfo = Path('/proc/cpuinfo')
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text(errors='replace').splitlines():
+            if line.startswith('model name'):
+                return line.split(':', 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def machine(threads: int) -> dict[str, Any]:
+    """What the numbers were measured on."""
+    import onnxruntime
+
+    return {
+        'platform': platform.platform(), 'processor': _cpu_name(),
+        'cpu_count': os.cpu_count(), 'threads': threads, 'python': platform.python_version(),
+        'torch': torch.__version__, 'onnxruntime': onnxruntime.__version__,
+    }
+
+
+def run_info(command: str, threads: int, **settings: Any) -> dict[str, Any]:
+    """The header of a results file: the command, the date and time, the machine and the run's settings."""
+    return {'command': command, 'date': datetime.now().isoformat(timespec='seconds'), 'machine': machine(threads),
+            **settings}
+
+
+def _write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+    keys = [k for k in rows[0] if not isinstance(rows[0][k], (list, dict))] if rows else []
+    with open(path, 'w', newline='') as f:
+        writer = csv.DictWriter(f, keys, extrasaction='ignore')
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def write_results(
+    out: str | Path, stem: str, rows: Sequence[dict[str, Any]], info: dict[str, Any], table: str, extra: str = ''
+) -> dict[str, Path]:
+    """Write ``<out>/<stem>.json`` (``info`` + rows), ``<stem>.csv`` (scalar columns) and ``<stem>.md`` (``table``,
+    then ``extra``, under the command); returns the paths by suffix."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {suffix: out / f'{stem}.{suffix}' for suffix in ('json', 'csv', 'md')}
+    paths['json'].write_text(json.dumps({**info, 'rows': list(rows)}, indent=2) + '\n')
+    _write_csv(paths['csv'], rows)
+    host = info['machine']
+    header = (f'`{info["command"]}`\n\n{info["date"]}, {host["processor"]}, {host["threads"]} threads, '
+              f'torch {host["torch"]}, onnxruntime {host["onnxruntime"]}\n\n')
+    paths['md'].write_text(header + table + '\n' + (f'\n{extra}\n' if extra else ''))
+    return paths
