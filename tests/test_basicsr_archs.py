@@ -153,6 +153,10 @@ def test_qdr_trains_reloads_and_exports(arch, workdir, parse_yml, onnx_parity):
     assert any(isinstance(m, (QuantConv2d, QuantLinear)) for m in net.modules())
     if arch == 'SwinIR':  # the attention's and the MLP's Linear layers work on (windows, tokens, channels)
         assert sum(isinstance(m, QuantLinear) for m in net.modules()) == 4 * 2
+        # validation images need not be a multiple of the window: test() pads and crops, as SwinIRModel does
+        model.feed_data({'lq': torch.rand(1, channels, 10, 13)})
+        model.test()
+        assert model.output.shape == (1, channels, 10 * scale, 13 * scale) and model.lq.shape[-2:] == (10, 13)
     if arch == 'ECBSR':  # the student is the re-parameterized (deploy) form, the teacher still the ECBSR
         assert not any(isinstance(m, ECB) for m in net.modules())
         assert any(isinstance(m, ReparameterizedECB) for m in net.modules())

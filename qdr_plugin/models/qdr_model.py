@@ -39,6 +39,7 @@ from collections import OrderedDict
 from copy import deepcopy
 
 import torch
+import torch.nn.functional as F
 from basicsr.data import build_dataset
 from basicsr.losses import build_loss
 from basicsr.metrics import calculate_metric
@@ -311,18 +312,30 @@ class QDRModel(SRModel):
         return l_kd, bottleneck
 
     # ------------------------------------------------------------------------------------------ validation
+    def _crop_to_input(self, output: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        scale = int(self.opt.get('scale', 1) or 1)
+        return output[..., : height * scale, : width * scale]
+
     def test(self) -> None:
-        wrapped = self.net_g
+        """SRModel's test, plus: a windowed transformer (``network_g.window_size``, e.g. SwinIR) gets its input
+        reflect-padded to a multiple of the window and its output cropped back, as basicsr's SwinIRModel."""
+        wrapped, lq = self.net_g, self.lq
+        height, width = lq.shape[-2:]
+        window = getattr(self.get_bare_model(wrapped), 'window_size', None) or self.opt['network_g'].get('window_size')
+        if isinstance(window, int) and window > 1:
+            self.lq = F.pad(lq, (0, (-width) % window, 0, (-height) % window), mode='reflect')
         if isinstance(wrapped, DistributedDataParallel):  # rank 0 alone: a DDP forward would wait for the others
             self.net_g = wrapped.module
         try:
             super().test()
         finally:
             self.net_g = wrapped
+        self.output = self._crop_to_input(self.output, height, width)
         if self._fp32_pending is not None and hasattr(self, 'gt'):
             self.net_t.eval()
             with torch.no_grad():
-                fp32_img = tensor2img([self.net_t(self.lq).detach().cpu()])
+                fp32_out = self._crop_to_input(self.net_t(self.lq), height, width)
+                fp32_img = tensor2img([fp32_out.detach().cpu()])
             metric_data = {'img': fp32_img, 'img2': tensor2img([self.gt.detach().cpu()])}
             for name, metric_opt in self.opt['val']['metrics'].items():
                 self._fp32_pending[name] += calculate_metric(metric_data, metric_opt)
@@ -330,6 +343,7 @@ class QDRModel(SRModel):
         if self.capture_s is not None:
             self.capture_s.pop()
             self.capture_t.pop()
+        self.lq = lq
 
     def nondist_validation(self, dataloader, current_iter, tb_logger, save_img) -> None:
         name = dataloader.dataset.opt['name']
