@@ -15,6 +15,7 @@ import qdr_plugin  # noqa: F401  (registers the archs, applies the torchvision a
 from qdr_plugin.archs import EFM
 from qdr_plugin.cli import main
 from qdr_plugin.deploy import check_onnx
+from qdr_plugin.deploy.options import read_options
 from qdr_plugin.deploy.ptq import calibration_inputs
 
 NETWORK = {'type': 'EFM', 'in_ch': 1, 'width': 8, 'depth': 1}
@@ -92,3 +93,11 @@ def test_calibration_inputs_are_deterministic_noisy_crops(fp32_setup):
     assert all(np.array_equal(a, b) for a, b in zip(first, again))
     assert not np.array_equal(first[0], first[1])
     assert np.array_equal(np.random.get_state()[1], state[1])  # the global RNG state is left as it was
+
+
+def test_sr_options_give_calibration_inputs_at_the_options_scale():
+    """basicsr copies the top-level ``scale`` into every dataset; the plugin's commands read options the same way."""
+    opt = read_options(Path(__file__).resolve().parents[1] / 'options' / 'sr' / 'qdr_edsr_small_x4.yml')
+    assert all(d['scale'] == opt['scale'] == 4 for d in opt['datasets'].values())
+    crops = calibration_inputs(opt['datasets']['train'], 2, size=32)
+    assert [c.shape for c in crops] == [(1, 3, 8, 8)] * 2
