@@ -28,6 +28,7 @@ from torch import nn
 from qdr_plugin.archs import EFM, DnCNN
 from qdr_plugin.bench.timing import median_seconds
 from qdr_plugin.deploy import export_onnx, onnxruntime_kernel_counts
+from qdr_plugin.deploy.options import read_options
 from qdr_plugin.deploy.ptq import quantize_onnx_ptq
 from qdr_plugin.quant import QuantConfig, calibrate, fold_batchnorm, quantize_model
 from qdr_plugin.utils.checkpoint import load_networks
@@ -57,18 +58,19 @@ def _session(path: Path, threads: int) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), options, providers=['CPUExecutionProvider'])
 
 
-def _networks(efm_ckpt: str | None) -> dict[str, tuple[nn.Module, int]]:
+def _networks(efm_ckpt: str | None, dncnn_opt: str) -> dict[str, tuple[nn.Module, int, QuantConfig]]:
+    """The FP32 networks, each with the quantization config its QDR options use."""
     nets = {}
     if efm_ckpt:
         student, teacher = load_networks({'type': 'EFM', 'in_ch': 1}, {}, efm_ckpt)
-        nets['EFM (gray)'] = (teacher if teacher is not None else student, 1)
+        nets['EFM (gray)'] = (teacher if teacher is not None else student, 1, QuantConfig(calibration='percentile'))
     else:
-        nets['EFM (gray)'] = (EFM(in_ch=1), 1)
+        nets['EFM (gray)'] = (EFM(in_ch=1), 1, QuantConfig(calibration='percentile'))
     if DNCNN_WEIGHTS.is_file():
         dncnn = DnCNN()
         dncnn.load_state_dict(load_dncnn_module_state(DNCNN_WEIGHTS))
         fold_batchnorm(dncnn.eval())
-        nets['DnCNN-S (pretrained)'] = (dncnn, 1)
+        nets['DnCNN-S (pretrained)'] = (dncnn, 1, QuantConfig.from_options(read_options(dncnn_opt).get('quant')))
     else:
         print(f'{DNCNN_WEIGHTS} not found: DnCNN skipped')
     return nets
@@ -80,17 +82,19 @@ def main() -> None:
     parser.add_argument('--runs', type=int, default=30)
     parser.add_argument('--threads', type=int, default=torch.get_num_threads())
     parser.add_argument('--efm-ckpt', default=None, help='a QDR EFM checkpoint (its FP32 teacher is the FP32 model)')
+    parser.add_argument('--dncnn-opt', default='options/qdr_dncnn_sigma25.yml',
+                        help="the DnCNN QDR options: their quant block (e.g. keep_fp32) shapes the INT8 graph")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for name, (net, channels) in _networks(args.efm_ckpt).items():
+        for name, (net, channels, config) in _networks(args.efm_ckpt, args.dncnn_opt).items():
             net = net.eval()
             x = torch.rand(1, channels, args.size, args.size)
             crops = _calibration_crops(channels)
             fp32_path = export_onnx(net, Path(tmp) / 'fp32.onnx', channels, fp32=True)
-            quantized = quantize_model(copy.deepcopy(net), QuantConfig(calibration='percentile'))
+            quantized = quantize_model(copy.deepcopy(net), config)
             calibrate(quantized, crops)
             int8_path = export_onnx(quantized.eval(), Path(tmp) / 'int8.onnx', channels, 'onnxruntime')
             ptq_path = quantize_onnx_ptq(fp32_path, Path(tmp) / 'ptq.onnx', [c.numpy() for c in crops], 'minmax')
