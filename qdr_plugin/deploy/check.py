@@ -34,6 +34,16 @@ class CheckReport:
         return '\n'.join(lines)
 
 
+def graph_links(graph: onnx.GraphProto) -> tuple[dict[str, onnx.NodeProto], dict[str, list[onnx.NodeProto]]]:
+    """``(producers, consumers)``: the node writing each tensor name, and the nodes reading it."""
+    producers = {out: node for node in graph.node for out in node.output}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    return producers, consumers
+
+
 def constant_values(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
     """Values of the graph's initializers and Constant nodes, by output name."""
     values = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
@@ -66,11 +76,7 @@ def _requantized(node: onnx.NodeProto, consumers: dict[str, list[onnx.NodeProto]
 
 def _check_tensorrt(graph: onnx.GraphProto, problems: list[str]) -> None:
     constants = constant_values(graph)
-    producers = {out: node for node in graph.node for out in node.output}
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for consumer in graph.node:
-        for name in consumer.input:
-            consumers.setdefault(name, []).append(consumer)
+    producers, consumers = graph_links(graph)
 
     def from_dq(name: str) -> onnx.NodeProto | None:
         node = producers.get(name)

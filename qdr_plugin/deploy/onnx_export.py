@@ -36,7 +36,7 @@ from qdr_plugin.quant import is_quantized, quantizers, set_quant_enabled
 from qdr_plugin.quant.fake_quant import STEP_MIN
 from qdr_plugin.quant.onnx_qdq import integer_weight
 
-from .check import constant_values
+from .check import constant_values, graph_links
 
 TARGETS = ('onnxruntime', 'tensorrt')
 OPSET = 17
@@ -107,11 +107,7 @@ def _zero_point_of_relu_fed_quantizers(model: onnx.ModelProto) -> int:
     """onnxruntime target: a uint8 QuantizeLinear whose only producer is a Relu consumed by it alone gets zero
     point 0 (and so does its DequantizeLinear), so ONNX Runtime folds the Relu into the quantization."""
     graph = model.graph
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
-    producers = {out: node for node in graph.node for out in node.output}
+    producers, consumers = graph_links(graph)
     changed = 0
     for node in graph.node:
         if node.op_type != 'QuantizeLinear':
@@ -137,11 +133,7 @@ def _deconvolutions_as_conv_and_depth_to_space(model: onnx.ModelProto) -> int:
     depth-to-space only moves values."""
     graph = model.graph
     values = constant_values(graph)
-    producers = {out: node for node in graph.node for out in node.output}
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
+    producers, consumers = graph_links(graph)
     rewritten = 0
     for node in list(graph.node):
         if node.op_type != 'ConvTranspose':
