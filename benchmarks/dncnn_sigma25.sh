@@ -5,7 +5,7 @@
 # It leaves the measured files at benchmarks/out/dncnn_sigma25_fp32.onnx and dncnn_sigma25_qdr_int8.onnx (ONNX
 # Runtime target; input "input", output "output", N x 1 x H x W in [0, 1]) and the table in benchmarks/out/dncnn_sigma25/.
 #   bash benchmarks/dncnn_sigma25.sh              # the QDR run, PTQ and the bench
-#   bash benchmarks/dncnn_sigma25.sh --ablation   # also the five 150-iteration ablation runs, in the same table
+#   bash benchmarks/dncnn_sigma25.sh --ablation   # also the five 300-iteration ablation runs, in the same table
 #   bash benchmarks/dncnn_sigma25.sh --sensitivity  # also per-layer sensitivity of the FP32 network (Set12, 4 images)
 # Only ONNX Runtime sessions are timed in the bench process (a PyTorch model timed first skews the ORT timings).
 # A finished training (its net_g_latest.pth) is reused, not repeated; delete experiments/<name> to redo it.

@@ -32,6 +32,7 @@ BROKEN = [
     ('arch key', {'network_g': {'widht': 8}}, 'network_g.widht'),
     ('quant key', {'quant': {'bitz': 8}}, 'quant.bitz'),
     ('quant value', {'quant': {'bits': 1}}, 'quant.bits'),
+    ('calib_size', {'quant': {'calib_size': 0}}, 'quant.calib_size'),
     ('warm-up >= total', {'train': {'fp32_warmup_iter': 3}}, 'train.fp32_warmup_iter'),
     ('total_iter', {'train': {'total_iter': -5}}, 'train.total_iter'),
     ('train typo', {'train': {'dfd_otp': {'type': 'L1Loss'}}}, 'train.dfd_otp'),

@@ -80,6 +80,14 @@ def test_checkpoint_reloads_into_identical_quantized_network(write_options, monk
         assert torch.equal(net(x), second(x))
 
 
+def test_calib_size_sets_the_side_of_the_calibration_crops(write_options, monkeypatch):
+    opt = _parse(write_options('calib', quant={'calib_size': 20}), True, monkeypatch)
+    model = build_model(opt)
+    batches = model._calibration_batches()
+    assert len(batches) == 2 and all(b.shape[-2:] == (20, 20) for b in batches)  # training crops are 16x16
+    assert opt['datasets']['train']['gt_size'] == 16  # the training set itself is left as it was
+
+
 def test_qat_checkpoint_continues_training_with_its_teacher(write_options, delete_key):
     _train(write_options('first'))
     ckpt = str(Path('experiments/first/models/net_g_latest.pth').resolve())

@@ -186,6 +186,8 @@ class QDRModel(SRModel):
 
     def _calibration_batches(self) -> list[torch.Tensor]:
         dataset_opt = deepcopy(self.opt['datasets']['train'])
+        if self.quant_config.calib_size is not None:
+            dataset_opt['gt_size'] = self.quant_config.calib_size
         dataset = build_dataset(dataset_opt)
         generator = torch.Generator().manual_seed(self.opt.get('manual_seed') or 0)
         loader = torch.utils.data.DataLoader(
