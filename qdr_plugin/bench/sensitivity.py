@@ -56,14 +56,15 @@ def only_quantizers(net: nn.Module, enabled: Sequence[FakeQuantizer]) -> Iterato
 
 def quantize_from_options(net: nn.Module, opt: Mapping[str, Any], calib_images: int) -> nn.Module:
     """A quantized copy of the FP32 ``net`` with the options' ``quant`` block, its activation steps calibrated on
-    ``calib_images`` noisy crops of ``datasets.train`` (:func:`qdr_plugin.deploy.ptq.calibration_inputs`)."""
+    ``calib_images`` noisy crops of ``datasets.train`` (:func:`qdr_plugin.deploy.ptq.calibration_inputs`), of side
+    ``quant.calib_size`` when the options set it."""
     train_opt = (opt.get('datasets') or {}).get('train')
     if not isinstance(train_opt, Mapping):
         raise ValueError('the options file has no datasets.train block: add the training set to calibrate the FP32 '
                          'checkpoint on, or give a quantized (QDR) checkpoint to --sensitivity.')
     config = QuantConfig.from_options(opt.get('quant'))
     quantized = quantize_model(copy.deepcopy(net), config)
-    batches = [torch.from_numpy(a) for a in calibration_inputs(dict(train_opt), calib_images)]
+    batches = [torch.from_numpy(a) for a in calibration_inputs(dict(train_opt), calib_images, config.calib_size)]
     calibrate(quantized, batches, config.calibration, config.percentile)
     return quantized.eval()
 
