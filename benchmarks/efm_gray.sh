@@ -8,21 +8,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=benchmarks/out
-mkdir -p "$out"
 [ -f experiments/qdr_denoise_bsd68/models/net_g_latest.pth ] || basicsr train -opt options/qdr_denoise_bsd68.yml
 [ -f experiments/qdr_denoise_bsd68_ort/models/net_g_latest.pth ] || basicsr train -opt options/qdr_denoise_bsd68_ort.yml
 opt=options/qdr_denoise_bsd68_ort.yml
 fp32=experiments/qdr_denoise_bsd68/models/net_g_fp32.pth
 qdr=experiments/qdr_denoise_bsd68_ort/models/net_g_latest.pth
-basicsr export -opt "$opt" --ckpt "$fp32" --fp32 --out "$out/efm_gray_fp32.onnx"   # the QDR run's FP32 teacher
-basicsr export -opt "$opt" --ckpt "$qdr" --target onnxruntime --out "$out/efm_gray_qdr_int8.onnx"
-models=(--model "fp32=$out/efm_gray_fp32.onnx")
-for calib in minmax percentile; do
-  basicsr ptq -opt "$opt" --ckpt "$fp32" --calib "$calib" --out "$out/efm_gray_ptq_$calib.onnx"
-  models+=(--model "ptq_$calib=$out/efm_gray_ptq_$calib.onnx")
-done
-models+=(--model "qdr=$out/efm_gray_qdr_int8.onnx")
-basicsr bench -opt "$opt" "${models[@]}" --reference fp32 --datasets Set12 BSD68 --sigmas 15 25 50 \
-  --out "$out/efm_gray"
+bash benchmarks/efm_table.sh "$opt" "$fp32" "$qdr" efm_gray Set12 BSD68   # the QDR run's FP32 teacher vs QDR vs PTQ
 basicsr bench -opt "$opt" --model "qdr_pytorch=$qdr" --datasets Set12 --sigmas 25 --max-images 4 --no-speed \
   --sensitivity qdr_pytorch --out "$out/efm_gray_sensitivity"
