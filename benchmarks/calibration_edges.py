@@ -22,7 +22,6 @@ import argparse
 import copy
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 from basicsr.archs import build_network
@@ -30,6 +29,7 @@ from common import command_line, load_options, markdown_table, write_results
 from tqdm import tqdm
 
 from qdr_plugin.bench.protocol import denoise_set
+from qdr_plugin.data import GaussianNoiseDataset
 from qdr_plugin.deploy.ptq import calibration_inputs
 from qdr_plugin.quant import QuantConfig, calibrate, quantize_model
 from qdr_plugin.quant.bn_fold import fold_batchnorm
@@ -37,20 +37,24 @@ from qdr_plugin.utils.evaluation import evaluate
 
 
 def edge_scan(net: torch.nn.Module, layer: str, folder: Path, sigma: float) -> list[dict]:
-    """Per training image: the largest input of ``layer`` and its position (row, column)."""
+    """Per training image: the largest input of ``layer`` and its position (row, column). The images get
+    :class:`GaussianNoiseDataset`'s seeded validation noise (``phase: test``)."""
+    modules = dict(net.named_modules())
+    if layer not in modules:
+        raise SystemExit(f'calibration_edges.py: --layer {layer!r} is not a module of the network; '
+                         f'choose one of {", ".join(n for n, m in modules.items() if isinstance(m, torch.nn.Conv2d))}.')
     seen: dict[str, torch.Tensor] = {}
-    handle = dict(net.named_modules())[layer].register_forward_hook(lambda m, i, o: seen.update(x=i[0]))
+    handle = modules[layer].register_forward_hook(lambda m, i, o: seen.update(x=i[0]))
+    dataset = GaussianNoiseDataset({'name': folder.name, 'phase': 'test', 'dataroot_gt': str(folder), 'in_ch': 1,
+                                    'sigma': sigma})
     rows = []
-    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in ('.png', '.jpg', '.bmp', '.tif'))
     try:
-        for i, path in enumerate(tqdm(paths, desc='edge scan', unit='img')):
-            img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255.0
-            noisy = img + np.random.default_rng(i).normal(0, sigma / 255.0, img.shape).astype(np.float32)
+        for i in tqdm(range(len(dataset)), desc='edge scan', unit='img'):
             with torch.no_grad():
-                net(torch.from_numpy(noisy)[None, None])
+                net(dataset[i]['lq'][None])
             amax = seen['x'][0].amax(dim=0)
             row, col = divmod(int(amax.argmax()), amax.shape[1])
-            rows.append({'image': path.name, 'max': float(amax.max()), 'row': row, 'col': col,
+            rows.append({'image': Path(dataset.paths[i]).name, 'max': float(amax.max()), 'row': row, 'col': col,
                          'height': amax.shape[0], 'width': amax.shape[1]})
     finally:
         handle.remove()
@@ -71,6 +75,9 @@ def main() -> None:
 
     opt = load_options(args.opt)
     train_opt = dict(opt['datasets']['train'])
+    if not isinstance(train_opt.get('sigma'), (int, float)):
+        raise SystemExit(f'calibration_edges.py: {args.opt} has no fixed datasets.train.sigma (a sigma_range is not '
+                         'scanned); give options trained at one noise level, e.g. options/qdr_dncnn_sigma25.yml.')
     net = build_network(copy.deepcopy(opt['network_g']))
     net.load_state_dict(torch.load(args.ckpt, map_location='cpu', weights_only=True)['params'])
     net.eval()
