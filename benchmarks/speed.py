@@ -26,7 +26,7 @@ from common import command_line, markdown_table, write_results
 from torch import nn
 
 from qdr_plugin.archs import EFM, DnCNN
-from qdr_plugin.bench.timing import median_seconds
+from qdr_plugin.bench.timing import interleaved_median_seconds, median_seconds
 from qdr_plugin.deploy import export_onnx, onnxruntime_kernel_counts
 from qdr_plugin.deploy.options import read_options
 from qdr_plugin.deploy.ptq import quantize_onnx_ptq
@@ -80,6 +80,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--size', type=int, default=256)
     parser.add_argument('--runs', type=int, default=30)
+    parser.add_argument('--rounds', type=int, default=5, help='the ONNX Runtime rows are timed interleaved, in this '
+                        'many passes of runs / rounds each (default 5)')
     parser.add_argument('--threads', type=int, default=torch.get_num_threads())
     parser.add_argument('--efm-ckpt', default=None, help='a QDR EFM checkpoint (its FP32 teacher is the FP32 model)')
     parser.add_argument('--dncnn-opt', default='options/qdr_dncnn_sigma25.yml',
@@ -101,10 +103,11 @@ def main() -> None:
             with torch.no_grad():
                 seconds = {'FP32 PyTorch': median_seconds(lambda n=net, i=x: n(i), args.runs)}
             feed = {'input': x.numpy()}
-            for label, path in (('FP32 ONNX Runtime', fp32_path), ('INT8 ONNX Runtime (QDR export)', int8_path),
-                                ('INT8 ONNX Runtime (ORT PTQ)', ptq_path)):
-                session = _session(path, args.threads)
-                seconds[label] = median_seconds(lambda s=session, f=feed: s.run(None, f), args.runs)
+            sessions = {label: _session(path, args.threads) for label, path in (
+                ('FP32 ONNX Runtime', fp32_path), ('INT8 ONNX Runtime (QDR export)', int8_path),
+                ('INT8 ONNX Runtime (ORT PTQ)', ptq_path))}
+            calls = {label: (lambda s=session, f=feed: s.run(None, f)) for label, session in sessions.items()}
+            seconds.update(interleaved_median_seconds(calls, args.runs, rounds=args.rounds))
             base = seconds['FP32 ONNX Runtime']
             kernels = {label: onnxruntime_kernel_counts(p) for label, p in (('ours', int8_path), ('ptq', ptq_path))}
             for label, value in seconds.items():
@@ -116,7 +119,8 @@ def main() -> None:
                     row['int8_convs'] = k.get('QLinearConv', 0)
                     row['float_convs'] = k.get('Conv', 0) + k.get('FusedConv', 0) + k.get('ConvTranspose', 0)
                 rows.append(row)
-    print(f'input 1x1x{args.size}x{args.size}, median of {args.runs} runs, {args.threads} threads')
+    print(f'input 1x1x{args.size}x{args.size}, median of {args.runs} runs, {args.threads} threads; ONNX Runtime '
+          f'rows interleaved in {args.rounds} rounds')
     print(markdown_table(rows, ['model', 'runtime', 'fps', 'speedup_vs_fp32_ort', 'int8_convs', 'float_convs',
                                 'params', 'gmacs']))
     print('wrote', write_results('speed', rows, command_line()))

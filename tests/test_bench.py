@@ -19,6 +19,7 @@ from basicsr.utils.matlab_functions import imresize
 from qdr_plugin.archs import EFM
 from qdr_plugin.bench.protocol import sr_set
 from qdr_plugin.bench.sensitivity import only_quantizers, quantized_layers
+from qdr_plugin.bench.timing import interleaved_median_seconds
 from qdr_plugin.cli import main as cli_main
 from qdr_plugin.data.gaussian_noise_dataset import add_validation_noise
 from qdr_plugin.deploy import export_onnx
@@ -232,3 +233,14 @@ def test_errors_are_one_clear_line(env: dict[str, Path], args: list[str], messag
         cli_main(['bench', '--no-speed', '--out', str(env['root'] / 'errors'), *args])
     text = str(error.value.code)
     assert text.startswith('basicsr bench: ') and '\n' not in text and message in text, text
+
+
+def test_interleaved_timing_alternates_the_calls_and_counts_every_run() -> None:
+    order: list[str] = []
+    calls = {name: (lambda n=name: order.append(n)) for name in ('a', 'b')}
+    seconds = interleaved_median_seconds(calls, runs=6, warmup=2, rounds=3)
+    assert set(seconds) == {'a', 'b'} and all(s >= 0 for s in seconds.values())
+    # 2 warm-up calls each, then 3 passes of (1 untimed + 2 timed) calls of a, then of b
+    assert order == ['a', 'a', 'b', 'b'] + (['a'] * 3 + ['b'] * 3) * 3
+    with pytest.raises(ValueError, match='rounds'):
+        interleaved_median_seconds(calls, runs=4, rounds=0)

@@ -50,6 +50,9 @@ def _parser() -> argparse.ArgumentParser:
                         help='folder for bench.json/.csv/.md and the plots (default results/bench)')
     parser.add_argument('--runs', type=int, default=20, help='timed runs per model; the median counts (default 20)')
     parser.add_argument('--warmup', type=int, default=3, help='untimed runs before timing (default 3)')
+    parser.add_argument('--rounds', type=int, default=5,
+                        help='the ONNX models are timed in this many interleaved passes of runs / rounds each '
+                        '(default 5)')
     parser.add_argument('--size', type=int, default=256, help='side of the 1 x C x S x S timing input (default 256)')
     parser.add_argument('--no-speed', action='store_true', help='skip the timing (no FPS, no PSNR-vs-FPS plot)')
     parser.add_argument('--threads', type=int, default=torch.get_num_threads(),
@@ -105,14 +108,20 @@ def _bench_sets(args: argparse.Namespace, opt: dict[str, Any] | None, models: li
 
 
 def _speeds(args: argparse.Namespace, models: list[BenchModel]) -> dict[str, float | None]:
+    """FPS of every model. The ONNX Runtime models are timed interleaved, so their ratios survive a drifting
+    machine; a PyTorch model is timed on its own first (its OpenMP threads keep spinning after a call and would slow
+    the ONNX Runtime call after it)."""
     if args.no_speed:
         return {m.name: None for m in models}
+    groups = [[m] for m in models if m.runtime != 'onnxruntime'] + [[m for m in models if m.runtime == 'onnxruntime']]
     speeds = {}
-    for model in models:
-        print(f'timing {model.name} ({model.runtime}, {model.precision}) on 1x{model.channels}x{args.size}x'
-              f'{args.size}, median of {args.runs} runs ...', file=sys.stderr, flush=True)
-        speeds[model.name] = frames_per_second(model.restore, model.channels, args.size, args.runs, args.warmup)
-    return speeds
+    for group in filter(None, groups):
+        names = ', '.join(f'{m.name} ({m.runtime}, {m.precision})' for m in group)
+        print(f'timing {names} on 1xCx{args.size}x{args.size}, median of {args.runs} runs each'
+              f'{", interleaved" if len(group) > 1 else ""} ...', file=sys.stderr, flush=True)
+        restorers = {m.name: (m.restore, m.channels) for m in group}
+        speeds.update(frames_per_second(restorers, args.size, args.runs, args.warmup, rounds=args.rounds))
+    return {m.name: speeds[m.name] for m in models}
 
 
 def _sensitivity_model(args: argparse.Namespace, models: list[BenchModel]) -> BenchModel:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx
 from basicsr.archs import build_network
 from torch import nn
@@ -84,7 +85,8 @@ def weight_count(net: nn.Module) -> int:
 
 def _onnx_weight_count(graph: onnx.GraphProto) -> int:
     """Number of convolution / GEMM weights of an ONNX graph (float initializers or int8 ones behind a
-    DequantizeLinear)."""
+    DequantizeLinear), not counting all-zero filters (the padding :func:`qdr_plugin.deploy.widen_narrow_convolutions`
+    adds for ONNX Runtime's fast kernel)."""
     values = constant_values(graph)
     producers = {out: node for node in graph.node for out in node.output}
     total = 0
@@ -96,7 +98,12 @@ def _onnx_weight_count(graph: onnx.GraphProto) -> int:
         if dequantize is not None and dequantize.op_type == 'DequantizeLinear':
             name = dequantize.input[0]
         if name in values:
-            total += math.prod(values[name].shape)
+            weight = values[name]
+            if weight.ndim < 2:
+                total += weight.size
+                continue
+            filters = int(np.count_nonzero(weight.reshape(weight.shape[0], -1).any(axis=1)))
+            total += filters * math.prod(weight.shape[1:])
     return total
 
 

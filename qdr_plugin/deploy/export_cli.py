@@ -39,7 +39,8 @@ def main(argv: list[str] | None = None) -> None:
     if not args.fp32 and args.target == 'onnxruntime':
         kernels = onnxruntime_kernel_counts(path)
         integer = sum(n for op, n in kernels.items() if op.startswith('QLinear'))
+        floating = sum(kernels.get(op, 0) for op in ('Conv', 'FusedConv', 'ConvTranspose'))
         print(f'  ONNX Runtime runs {kernels.get("QLinearConv", 0)} convolutions as QLinearConv, '
-              f'{kernels.get("Conv", 0) + kernels.get("FusedConv", 0)} in float; {integer} integer kernels in all')
+              f'{floating} in float; {integer} integer kernels in all')
     if report.problems:
         sys.exit(1)

@@ -5,7 +5,9 @@ Two targets, as in :mod:`qdr_plugin.deploy.onnx_export`:
 
 ``onnxruntime``
     ONNX Runtime's own defaults for CPU: uint8 asymmetric activations, int8 symmetric per-channel weights, int32
-    biases (what ONNX Runtime runs fastest, DESIGN.md section 4).
+    biases (what ONNX Runtime runs fastest, DESIGN.md section 4); then, as in the QDR export, a convolution with
+    too few output channels for ONNX Runtime's fast integer kernel gets zero filters
+    (:func:`qdr_plugin.deploy.onnx_export.widen_narrow_convolutions`), so both files run the same kernels.
 ``tensorrt``
     int8 symmetric activations and weights (zero point 0), per-channel weight scales, float biases (TensorRT takes
     no int32 DequantizeLinear: ``QuantizeBias: False``), and no Q/DQ on the input of an up-sampling op
@@ -30,7 +32,7 @@ from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, Q
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from .check import UP_SAMPLING
-from .onnx_export import TARGETS
+from .onnx_export import TARGETS, widen_narrow_convolutions
 
 METHODS = ('minmax', 'percentile', 'entropy')
 CALIBRATION_SEED = 0
@@ -153,8 +155,8 @@ def quantize_onnx_ptq(
             activation_type=activation_type, weight_type=QuantType.QInt8, calibrate_method=methods[method],
             extra_options=extra_options,
         )
-    if target == 'tensorrt':
-        model = onnx.load(str(out))
-        if float_upsampling_inputs(model):
-            onnx.save(model, str(out))
+    model = onnx.load(str(out))
+    rewrite = float_upsampling_inputs if target == 'tensorrt' else widen_narrow_convolutions
+    if rewrite(model):
+        onnx.save(model, str(out))
     return out
