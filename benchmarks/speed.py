@@ -58,7 +58,9 @@ def _session(path: Path, threads: int) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), options, providers=['CPUExecutionProvider'])
 
 
-def _networks(efm_ckpt: str | None, dncnn_opt: str) -> dict[str, tuple[nn.Module, int, QuantConfig]]:
+def _networks(
+    efm_ckpt: str | None, dncnn_opt: str, efm_widths: list[int]
+) -> dict[str, tuple[nn.Module, int, QuantConfig]]:
     """The FP32 networks, each with the quantization config its QDR options use."""
     nets = {}
     if efm_ckpt:
@@ -66,6 +68,9 @@ def _networks(efm_ckpt: str | None, dncnn_opt: str) -> dict[str, tuple[nn.Module
         nets['EFM (gray)'] = (teacher if teacher is not None else student, 1, QuantConfig(calibration='percentile'))
     else:
         nets['EFM (gray)'] = (EFM(in_ch=1), 1, QuantConfig(calibration='percentile'))
+    for width in efm_widths:
+        nets[f'EFM (gray), width {width}, untrained'] = (EFM(in_ch=1, width=width), 1,
+                                                          QuantConfig(calibration='percentile'))
     if DNCNN_WEIGHTS.is_file():
         dncnn = DnCNN()
         dncnn.load_state_dict(load_dncnn_module_state(DNCNN_WEIGHTS))
@@ -84,6 +89,8 @@ def main() -> None:
                         'many passes of runs / rounds each (default 5)')
     parser.add_argument('--threads', type=int, default=torch.get_num_threads())
     parser.add_argument('--efm-ckpt', default=None, help='a QDR EFM checkpoint (its FP32 teacher is the FP32 model)')
+    parser.add_argument('--efm-widths', type=int, nargs='*', default=[],
+                        help='also time freshly initialised gray EFMs of these widths (default width: 32)')
     parser.add_argument('--dncnn-opt', default='options/qdr_dncnn_sigma25.yml',
                         help="the DnCNN QDR options: their quant block (e.g. keep_fp32) shapes the INT8 graph")
     args = parser.parse_args()
@@ -91,7 +98,7 @@ def main() -> None:
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for name, (net, channels, config) in _networks(args.efm_ckpt, args.dncnn_opt).items():
+        for name, (net, channels, config) in _networks(args.efm_ckpt, args.dncnn_opt, args.efm_widths).items():
             net = net.eval()
             x = torch.rand(1, channels, args.size, args.size)
             crops = _calibration_crops(channels)

@@ -153,3 +153,20 @@ def test_repo_default_options_pass(monkeypatch):
     opt = check_options_file('options/qdr_denoise.yml')
     assert opt['name'] == 'qdr_denoise_demo'
     assert yaml.safe_load((REPO / 'options' / 'qdr_denoise.yml').read_text())['model_type'] == opt['model_type']
+
+
+SHIPPED = sorted((REPO / 'options').rglob('*.yml'))
+
+
+@pytest.mark.parametrize('path', SHIPPED, ids=lambda p: str(p.relative_to(REPO)))
+def test_every_shipped_options_file_passes_the_check(path, monkeypatch):
+    """A typo in a shipped recipe would otherwise only show when someone starts hours of training with it."""
+    monkeypatch.chdir(REPO)
+    text = path.read_text()
+    if '../shared/' in text and not (REPO.parent / 'shared').is_dir():
+        pytest.skip('needs ../shared beside the repository')
+    pretrained = (yaml.safe_load(text).get('path') or {}).get('pretrain_network_g')
+    if pretrained and not (REPO / pretrained).is_file():
+        pytest.skip(f'needs the checkpoint {pretrained} (made by the recipe before it)')
+    opt = check_options_file(str(path.relative_to(REPO)))
+    assert opt['name'] == yaml.safe_load(text)['name']
