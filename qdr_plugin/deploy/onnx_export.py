@@ -171,7 +171,7 @@ def widen_narrow_convolutions(model: onnx.ModelProto) -> int:
             continue
         quantize = _output_quantizer(node, consumers)
         per_tensor = quantize is not None and values.get(quantize.input[1], np.zeros(2)).size == 1
-        if not per_tensor or quantize.output[0] in graph_outputs:
+        if not per_tensor or graph_outputs & {node.output[0], quantize.input[0], quantize.output[0]}:
             continue
         bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
         bias_dq = producers.get(bias) if bias is not None else None
