@@ -1,11 +1,14 @@
-"""Speed at 256x256: FP32 PyTorch, FP32 ONNX Runtime, INT8 ONNX Runtime (our export) and INT8 ONNX Runtime (ORT PTQ),
+r"""Speed at 256x256: FP32 PyTorch, FP32 ONNX Runtime, INT8 ONNX Runtime (our export) and INT8 ONNX Runtime (ORT PTQ),
 for the EFM and the pretrained DnCNN, in one run; ratios to FP32 ONNX Runtime (DESIGN.md section 5).
 
-Speed does not depend on the weights' values, but the numbers use real ones where they exist: the EFM from a QDR
-checkpoint (``--efm-ckpt``, else a freshly initialised EFM), DnCNN from ``../shared/weights/DnCNN``. The INT8
-networks are calibrated on the demo images (our export: the engine's calibration, PTQ: ORT's MinMax).
+Speed does not depend on the weights' values, but the numbers use real ones where they exist: trained EFMs given as
+``--efm OPTIONS CKPT`` (the FP32 teacher of a QDR checkpoint, quantized with the options' ``quant`` block; without
+any, a freshly initialised width-32 EFM), DnCNN from ``../shared/weights/DnCNN``. The INT8 networks are calibrated on
+the demo images (our export: the engine's calibration, PTQ: ORT's MinMax).
 
     python benchmarks/speed.py --runs 30
+    python benchmarks/speed.py --efm options/qdr_denoise_bsd68_w64.yml \
+        experiments/qdr_denoise_bsd68_w64/models/net_g_latest.pth
 """
 
 from __future__ import annotations
@@ -58,16 +61,24 @@ def _session(path: Path, threads: int) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), options, providers=['CPUExecutionProvider'])
 
 
+def _trained_efm(options_path: str, ckpt: str) -> tuple[nn.Module, int, QuantConfig]:
+    """The FP32 network of a QDR checkpoint (its teacher; the network itself for an FP32 one), with the options'
+    quantization config."""
+    opt = read_options(options_path)
+    student, teacher = load_networks(opt['network_g'], opt.get('quant'), ckpt)
+    return (teacher if teacher is not None else student, opt['network_g'].get('in_ch', 1),
+            QuantConfig.from_options(opt.get('quant')))
+
+
 def _networks(
-    efm_ckpt: str | None, dncnn_opt: str, efm_widths: list[int]
+    efms: list[tuple[str, str]], dncnn_opt: str, efm_widths: list[int]
 ) -> dict[str, tuple[nn.Module, int, QuantConfig]]:
     """The FP32 networks, each with the quantization config its QDR options use."""
     nets = {}
-    if efm_ckpt:
-        student, teacher = load_networks({'type': 'EFM', 'in_ch': 1}, {}, efm_ckpt)
-        nets['EFM (gray)'] = (teacher if teacher is not None else student, 1, QuantConfig(calibration='percentile'))
-    else:
-        nets['EFM (gray)'] = (EFM(in_ch=1), 1, QuantConfig(calibration='percentile'))
+    for options_path, ckpt in efms:
+        nets[f'EFM, {Path(options_path).stem}'] = _trained_efm(options_path, ckpt)
+    if not efms:
+        nets['EFM (gray), width 32, untrained'] = (EFM(in_ch=1), 1, QuantConfig(calibration='percentile'))
     for width in efm_widths:
         nets[f'EFM (gray), width {width}, untrained'] = (EFM(in_ch=1, width=width), 1,
                                                           QuantConfig(calibration='percentile'))
@@ -88,7 +99,8 @@ def main() -> None:
     parser.add_argument('--rounds', type=int, default=5, help='the ONNX Runtime rows are timed interleaved, in this '
                         'many passes of runs / rounds each (default 5)')
     parser.add_argument('--threads', type=int, default=torch.get_num_threads())
-    parser.add_argument('--efm-ckpt', default=None, help='a QDR EFM checkpoint (its FP32 teacher is the FP32 model)')
+    parser.add_argument('--efm', nargs=2, action='append', default=[], metavar=('OPTIONS', 'CKPT'),
+                        help='a trained EFM: its options file and QDR checkpoint (repeatable)')
     parser.add_argument('--efm-widths', type=int, nargs='*', default=[],
                         help='also time freshly initialised gray EFMs of these widths (default width: 32)')
     parser.add_argument('--dncnn-opt', default='options/qdr_dncnn_sigma25.yml',
@@ -98,7 +110,7 @@ def main() -> None:
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for name, (net, channels, config) in _networks(args.efm_ckpt, args.dncnn_opt, args.efm_widths).items():
+        for name, (net, channels, config) in _networks(args.efm, args.dncnn_opt, args.efm_widths).items():
             net = net.eval()
             x = torch.rand(1, channels, args.size, args.size)
             crops = _calibration_crops(channels)
