@@ -76,7 +76,8 @@ def _networks(
     """The FP32 networks, each with the quantization config its QDR options use."""
     nets = {}
     for options_path, ckpt in efms:
-        nets[f'EFM, {Path(options_path).stem}'] = _trained_efm(options_path, ckpt)
+        nets[f"{read_options(options_path)['network_g']['type']}, {Path(options_path).stem}"] = _trained_efm(
+            options_path, ckpt)
     if not efms:
         nets['EFM (gray), width 32, untrained'] = (EFM(in_ch=1), 1, QuantConfig(calibration='percentile'))
     for width in efm_widths:
@@ -106,6 +107,10 @@ def main() -> None:
     parser.add_argument('--dncnn-opt', default='options/qdr_dncnn_sigma25.yml',
                         help="the DnCNN QDR options: their quant block (e.g. keep_fp32) shapes the INT8 graph")
     args = parser.parse_args()
+    for options_path, ckpt in args.efm:
+        if not Path(options_path).is_file() or not Path(ckpt).is_file():
+            parser.error(f'--efm {options_path} {ckpt}: no such file; give an options file and its checkpoint, '
+                         'e.g. experiments/<name>/models/net_g_latest.pth')
     torch.set_num_threads(args.threads)
 
     rows = []
