@@ -5,8 +5,9 @@
    all images. Zero padding turns a bright image edge into a step from 0 to ~1, and a deep DnCNN layer answers it
    with activations far beyond anything inside an image.
 2. **Start point.** The options' ``quant`` block is applied to the FP32 network and calibrated on ``--num-calib``
-   noisy crops of each side in ``--sizes`` (:func:`qdr_plugin.deploy.ptq.calibration_inputs`, deterministic); the
-   fake-quantized network is scored on ``--dataset`` before any training, against FP32 (DESIGN.md section 5).
+   noisy crops of each side in ``--sizes`` (:func:`qdr_plugin.data.calibration.calibration_inputs`, deterministic;
+   :func:`qdr_plugin.prepare.prepare`); the
+   fake-quantized network is scored on ``--dataset`` before any training, against FP32 (docs/evaluation.md).
 
     python benchmarks/calibration_edges.py -opt options/qdr_dncnn_sigma25.yml \
         --ckpt experiments/pretrained_models/dncnn_sigma25.pth
@@ -25,15 +26,22 @@ from pathlib import Path
 import numpy as np
 import torch
 from basicsr.archs import build_network
-from common import command_line, load_options, markdown_table, write_results
 from tqdm import tqdm
 
 from qdr_plugin.bench.protocol import denoise_set
+from qdr_plugin.bench.report import command_line, markdown_table, run_info, write_results
 from qdr_plugin.data import GaussianNoiseDataset
-from qdr_plugin.deploy.ptq import calibration_inputs
-from qdr_plugin.quant import QuantConfig, calibrate, quantize_model
-from qdr_plugin.quant.bn_fold import fold_batchnorm
+from qdr_plugin.data.calibration import calibration_inputs
+from qdr_plugin.deploy.options import read_options
+from qdr_plugin.prepare import prepare
+from qdr_plugin.quant import QuantConfig, fold_batchnorm
 from qdr_plugin.utils.evaluation import evaluate
+
+RESULTS_DIR = Path(__file__).resolve().parent / 'results'
+SCAN_COLUMNS = [('image', 'image', ''), ('max', 'max', '.4f'), ('row', 'row', ''), ('col', 'col', ''),
+                ('height', 'height', ''), ('width', 'width', '')]
+START_COLUMNS = [('calibration crops', 'calibration crops', ''), ('method', 'method', ''), ('psnr', 'psnr', '.4f'),
+                 ('fp32', 'fp32', '.4f'), ('drop_db', 'drop_db', '.4f')]
 
 
 def edge_scan(net: torch.nn.Module, layer: str, folder: Path, sigma: float) -> list[dict]:
@@ -73,7 +81,7 @@ def main() -> None:
     parser.add_argument('--dataset', default='Set12', help='the set the start point is scored on')
     args = parser.parse_args()
 
-    opt = load_options(args.opt)
+    opt = read_options(args.opt)
     train_opt = dict(opt['datasets']['train'])
     if not isinstance(train_opt.get('sigma'), (int, float)):
         raise SystemExit(f'calibration_edges.py: {args.opt} has no fixed datasets.train.sigma (a sigma_range is not '
@@ -86,24 +94,25 @@ def main() -> None:
     scan = edge_scan(net, args.layer, Path(train_opt['dataroot_gt']), float(train_opt['sigma']))
     median = float(np.median([r['max'] for r in scan]))
     print(f'\nlargest input of {args.layer} per training image (median over {len(scan)} images: {median:.2f})')
-    print(markdown_table(scan[: args.top], ['image', 'max', 'row', 'col', 'height', 'width']))
+    print(markdown_table(scan[: args.top], SCAN_COLUMNS))
 
     bench_set = denoise_set(args.data_root, args.dataset, float(train_opt['sigma']))
     fp32 = evaluate(net, bench_set.dataset, desc='FP32')['psnr']
     config = QuantConfig.from_options(opt.get('quant'))
     starts = []
     for size in args.sizes:
-        quantized = quantize_model(copy.deepcopy(net), config)
         crops = [torch.from_numpy(a) for a in calibration_inputs(train_opt, args.num_calib, size)]
-        calibrate(quantized, crops, config.calibration, config.percentile)
+        quantized = prepare(copy.deepcopy(net), opt['network_g'], config, crops).network
         psnr = evaluate(quantized.eval(), bench_set.dataset, desc=f'INT8, {size}x{size} calibration')['psnr']
         starts.append({'calibration crops': f'{args.num_calib} x {size}x{size}', 'method': config.calibration,
                        'psnr': psnr, 'fp32': fp32, 'drop_db': fp32 - psnr})
     print(f'\nstart of QAT on {args.dataset}, sigma {train_opt["sigma"]} (fake-quant, before any training)')
-    print(markdown_table(starts, ['calibration crops', 'method', 'psnr', 'fp32', 'drop_db']))
-    path = write_results('calibration_edges', [{'edge_scan': scan[: args.top], 'edge_scan_median': median},
-                                               *starts], command_line())
-    print(f'\nwritten: {path}')
+    table = markdown_table(starts, START_COLUMNS)
+    print(table)
+    rows = [{'edge_scan': scan[: args.top], 'edge_scan_median': median}, *starts]
+    paths = write_results(RESULTS_DIR, 'calibration_edges', rows, run_info(command_line(), torch.get_num_threads()),
+                          table)
+    print(f'\nwritten: {paths["json"]}')
 
 
 if __name__ == '__main__':

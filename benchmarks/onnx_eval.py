@@ -1,6 +1,6 @@
 """A trained QDR checkpoint, exported and run by ONNX Runtime on a validation set: PSNR / SSIM of the FP32 and INT8
 files against the ground truth, and parity of each INT8 file with the PyTorch fake-quant network (max difference
-in output quantization steps, PSNR between the two), all on the same noisy inputs (DESIGN.md section 5).
+in output quantization steps, PSNR between the two), all on the same noisy inputs (docs/evaluation.md).
 
     python benchmarks/onnx_eval.py -opt options/qdr_denoise_bsd68.yml \\
         --ckpt experiments/qdr_denoise_bsd68/models/net_g_latest.pth --name bsd68_onnx
@@ -21,14 +21,18 @@ import numpy as np
 import onnxruntime as ort
 import torch
 from basicsr.data import build_dataset
-from common import command_line, load_options, markdown_table, write_results
 
+from qdr_plugin.bench.report import command_line, markdown_table, run_info, write_results
 from qdr_plugin.deploy import ExportError, export_onnx, onnxruntime_kernel_counts
-from qdr_plugin.deploy.options import input_channels
+from qdr_plugin.deploy.options import input_channels, read_options
 from qdr_plugin.quant.fake_quant import FakeQuantizer
 from qdr_plugin.utils.checkpoint import load_networks
 from qdr_plugin.utils.evaluation import evaluate
 
+RESULTS_DIR = Path(__file__).resolve().parent / 'results'
+COLUMNS = [('file', 'file', ''), ('dataset', 'dataset', ''), ('sigma', 'sigma', 'g'), ('psnr', 'psnr', '.3f'),
+           ('ssim', 'ssim', '.4f'), ('parity_max_steps', 'parity_max_steps', '.2f'),
+           ('parity_psnr_db', 'parity_psnr_db', '.1f'), ('ort_int8_convs', 'ort_int8_convs', '')]
 
 def _output_step(net: torch.nn.Module) -> float:
     """The step of the quantizers that make the output (EFM: its global residual, DnCNN: its subtraction), else
@@ -47,7 +51,7 @@ def main() -> None:
     parser.add_argument('--threads', type=int, default=torch.get_num_threads())
     args = parser.parse_args()
 
-    opt = load_options(args.opt)
+    opt = read_options(args.opt)
     val_opt = next(v for k, v in opt['datasets'].items() if k.startswith('val'))
     dataset = build_dataset(val_opt)
     student, teacher = load_networks(opt['network_g'], opt.get('quant'), args.ckpt)
@@ -96,11 +100,12 @@ def main() -> None:
             if 'onnxruntime' in label:
                 row['ort_int8_convs'] = onnxruntime_kernel_counts(path).get('QLinearConv', 0)
             rows.append(row)
-            print(markdown_table([row], list(row)))
+            print(markdown_table([row], [c for c in COLUMNS if c[0] in row]))
     print(f'output quantization step: {step:.5f}')
-    print(markdown_table(rows, ['file', 'dataset', 'sigma', 'psnr', 'ssim', 'parity_max_steps', 'parity_psnr_db',
-                                'ort_int8_convs']))
-    print('wrote', write_results(args.name, rows, command_line()))
+    table = markdown_table(rows, COLUMNS)
+    print(table)
+    info = run_info(command_line(), args.threads, output_step=step)
+    print('wrote', write_results(RESULTS_DIR, args.name, rows, info, table)['json'])
 
 
 if __name__ == '__main__':

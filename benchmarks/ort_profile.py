@@ -18,7 +18,11 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from common import command_line, markdown_table, write_results
+
+from qdr_plugin.bench.report import command_line, markdown_table, run_info, write_results
+
+RESULTS_DIR = Path(__file__).resolve().parent / 'results'
+COLUMNS = [('file', 'file', ''), ('op', 'op', ''), ('ms_per_run', 'ms_per_run', '.4f'), ('share', 'share', '.4f')]
 
 
 def profile(path: str, size: int, threads: int, warmup: int, runs: int) -> dict[str, float]:
@@ -59,8 +63,10 @@ def main() -> None:
         rows += [{'file': Path(path).name, 'op': op, 'ms_per_run': ms, 'share': ms / total}
                  for op, ms in per_op.items()]
         rows.append({'file': Path(path).name, 'op': 'all kernels', 'ms_per_run': total, 'share': 1.0})
-    print(markdown_table(rows, ['file', 'op', 'ms_per_run', 'share']))
-    print(f'written: {write_results("ort_profile", rows, command_line())}')
+    table = markdown_table(rows, COLUMNS)
+    print(table)
+    info = run_info(command_line(), args.threads, size=args.size, warmup=args.warmup, runs=args.runs)
+    print(f'written: {write_results(RESULTS_DIR, "ort_profile", rows, info, table)["json"]}')
 
 
 if __name__ == '__main__':

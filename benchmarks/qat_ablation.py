@@ -16,11 +16,19 @@ import qdr_plugin  # noqa: F401  (first: registers the plugin and lets basicsr 1
 import argparse
 from pathlib import Path
 
+import torch
 from basicsr.data import build_dataset
-from common import command_line, load_options, markdown_table, write_results
 
+from qdr_plugin.bench.report import command_line, markdown_table, run_info, write_results
+from qdr_plugin.deploy.options import read_options
 from qdr_plugin.utils.checkpoint import load_networks
 from qdr_plugin.utils.evaluation import evaluate
+
+RESULTS_DIR = Path(__file__).resolve().parent / 'results'
+COLUMNS = [('experiment', 'experiment', ''), ('dataset', 'dataset', ''), ('sigma', 'sigma', 'g'),
+           ('iters', 'iters', ''), ('psnr_fp32', 'psnr_fp32', '.4f'), ('psnr_int8', 'psnr_int8', '.4f'),
+           ('drop_db', 'drop_db', '.4f'), ('retention', 'retention', '.4f'), ('ssim_fp32', 'ssim_fp32', '.4f'),
+           ('ssim_int8', 'ssim_int8', '.4f')]
 
 
 def _options_file(experiment: Path) -> Path:
@@ -40,7 +48,7 @@ def main() -> None:
     rows, teacher_scores = [], {}
     for name in args.experiments:
         folder = Path('experiments') / name
-        opt = load_options(_options_file(folder))
+        opt = read_options(_options_file(folder))
         val_opt = next(v for k, v in opt['datasets'].items() if k.startswith('val'))
         dataset = build_dataset(val_opt)
         student, teacher = load_networks(opt['network_g'], opt.get('quant'), str(folder / 'models' / args.checkpoint))
@@ -55,11 +63,11 @@ def main() -> None:
             row.update(psnr_fp32=fp32['psnr'], ssim_fp32=fp32['ssim'], drop_db=fp32['psnr'] - int8['psnr'],
                        retention=int8['psnr'] / fp32['psnr'])
         rows.append(row)
-        print(markdown_table([row], list(row)))
-    columns = ['experiment', 'dataset', 'sigma', 'iters', 'psnr_fp32', 'psnr_int8', 'drop_db', 'retention',
-               'ssim_fp32', 'ssim_int8']
-    print(markdown_table(rows, columns))
-    print('wrote', write_results(args.name, rows, command_line()))
+        print(markdown_table([row], [c for c in COLUMNS if c[0] in row]))
+    table = markdown_table(rows, COLUMNS)
+    print(table)
+    info = run_info(command_line(), torch.get_num_threads(), checkpoint=args.checkpoint)
+    print('wrote', write_results(RESULTS_DIR, args.name, rows, info, table)['json'])
 
 
 if __name__ == '__main__':

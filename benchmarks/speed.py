@@ -1,10 +1,11 @@
 r"""Speed at 256x256: FP32 PyTorch, FP32 ONNX Runtime, INT8 ONNX Runtime (our export) and INT8 ONNX Runtime (ORT PTQ),
-for the EFM and the pretrained DnCNN, in one run; ratios to FP32 ONNX Runtime (DESIGN.md section 5).
+for the EFM and the pretrained DnCNN, in one run; ratios to FP32 ONNX Runtime (docs/evaluation.md).
 
 Speed does not depend on the weights' values, but the numbers use real ones where they exist: trained EFMs given as
 ``--efm OPTIONS CKPT`` (the FP32 teacher of a QDR checkpoint, quantized with the options' ``quant`` block; without
 any, a freshly initialised width-32 EFM), DnCNN from ``../shared/weights/DnCNN``. The INT8 networks are calibrated on
-the demo images (our export: the engine's calibration, PTQ: ORT's MinMax).
+the demo images (our export: :func:`qdr_plugin.prepare.prepare` with the options' ``quant`` block, its calibration
+method included; PTQ: ORT's MinMax).
 
     python benchmarks/speed.py --runs 30
     python benchmarks/speed.py --efm options/qdr_denoise_bsd68_w64.yml \
@@ -25,15 +26,17 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import torch
-from common import command_line, markdown_table, write_results
 from torch import nn
 
 from qdr_plugin.archs import EFM, DnCNN
+from qdr_plugin.archs.basicsr_defaults import network_input_channels
+from qdr_plugin.bench.report import command_line, markdown_table, run_info, write_results
 from qdr_plugin.bench.timing import interleaved_median_seconds, median_seconds
 from qdr_plugin.deploy import export_onnx, onnxruntime_kernel_counts
 from qdr_plugin.deploy.options import read_options
 from qdr_plugin.deploy.ptq import quantize_onnx_ptq
-from qdr_plugin.quant import QuantConfig, calibrate, fold_batchnorm, quantize_model
+from qdr_plugin.prepare import prepare
+from qdr_plugin.quant import QuantConfig, fold_batchnorm
 from qdr_plugin.utils.checkpoint import load_networks
 from qdr_plugin.utils.complexity import count_macs, count_parameters
 from qdr_plugin.utils.dncnn_convert import load_dncnn_module_state
@@ -41,6 +44,10 @@ from qdr_plugin.utils.dncnn_convert import load_dncnn_module_state
 ROOT = Path(__file__).resolve().parents[1]
 DNCNN_WEIGHTS = ROOT.parent / 'shared' / 'weights' / 'DnCNN' / 'dncnn_pytorch_sigma25_model.pth'
 DEMO = ROOT / 'datasets' / 'demo' / 'train'
+RESULTS_DIR = ROOT / 'benchmarks' / 'results'
+COLUMNS = [('model', 'model', ''), ('runtime', 'runtime', ''), ('fps', 'fps', '.2f'),
+           ('speedup_vs_fp32_ort', 'speedup_vs_fp32_ort', '.2f'), ('int8_convs', 'int8_convs', ''),
+           ('float_convs', 'float_convs', ''), ('params', 'params', ''), ('gmacs', 'gmacs', '.2f')]
 
 
 def _calibration_crops(channels: int, count: int = 8, size: int = 64) -> list[torch.Tensor]:
@@ -61,33 +68,52 @@ def _session(path: Path, threads: int) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), options, providers=['CPUExecutionProvider'])
 
 
-def _trained_efm(options_path: str, ckpt: str) -> tuple[nn.Module, int, QuantConfig]:
+def _trained_efm(options_path: str, ckpt: str) -> tuple[nn.Module, dict, QuantConfig]:
     """The FP32 network of a QDR checkpoint (its teacher; the network itself for an FP32 one), with the options'
-    quantization config."""
+    ``network_g`` and quantization config."""
     opt = read_options(options_path)
     student, teacher = load_networks(opt['network_g'], opt.get('quant'), ckpt)
-    return (teacher if teacher is not None else student, opt['network_g'].get('in_ch', 1),
+    return (teacher if teacher is not None else student, opt['network_g'],
             QuantConfig.from_options(opt.get('quant')))
+
+
+def _untrained_efm(width: int) -> tuple[nn.Module, dict, QuantConfig]:
+    network_opt = {'type': 'EFM', 'in_ch': 1, 'width': width}
+    return EFM(in_ch=1, width=width), network_opt, QuantConfig()
+
+
+def model_files(net: nn.Module, network_opt: dict, config: QuantConfig, folder: Path) -> dict[str, Path]:
+    """The three ONNX files of one FP32 network, made without timing anything: its FP32 export, the QDR INT8 export
+    (:func:`qdr_plugin.prepare.prepare` with ``config``, calibrated on the demo crops) and ONNX Runtime's PTQ
+    (MinMax, the same crops) of the FP32 file."""
+    channels = network_input_channels(network_opt) or 1  # EFM's and DnCNN's default
+    crops = _calibration_crops(channels)
+    fp32_path = export_onnx(net, folder / 'fp32.onnx', channels, fp32=True)
+    quantized = prepare(copy.deepcopy(net), network_opt, config, crops).network
+    int8_path = export_onnx(quantized.eval(), folder / 'int8.onnx', channels, 'onnxruntime')
+    ptq_path = quantize_onnx_ptq(fp32_path, folder / 'ptq.onnx', [c.numpy() for c in crops], 'minmax')
+    return {'FP32 ONNX Runtime': fp32_path, 'INT8 ONNX Runtime (QDR export)': int8_path,
+            'INT8 ONNX Runtime (ORT PTQ)': ptq_path}
 
 
 def _networks(
     efms: list[tuple[str, str]], dncnn_opt: str, efm_widths: list[int]
-) -> dict[str, tuple[nn.Module, int, QuantConfig]]:
-    """The FP32 networks, each with the quantization config its QDR options use."""
+) -> dict[str, tuple[nn.Module, dict, QuantConfig]]:
+    """The FP32 networks, each with its ``network_g`` and the quantization config its QDR options use."""
     nets = {}
     for options_path, ckpt in efms:
         nets[f"{read_options(options_path)['network_g']['type']}, {Path(options_path).stem}"] = _trained_efm(
             options_path, ckpt)
     if not efms:
-        nets['EFM (gray), width 32, untrained'] = (EFM(in_ch=1), 1, QuantConfig(calibration='percentile'))
+        nets['EFM (gray), width 32, untrained'] = _untrained_efm(32)
     for width in efm_widths:
-        nets[f'EFM (gray), width {width}, untrained'] = (EFM(in_ch=1, width=width), 1,
-                                                          QuantConfig(calibration='percentile'))
+        nets[f'EFM (gray), width {width}, untrained'] = _untrained_efm(width)
     if DNCNN_WEIGHTS.is_file():
         dncnn = DnCNN()
         dncnn.load_state_dict(load_dncnn_module_state(DNCNN_WEIGHTS))
         fold_batchnorm(dncnn.eval())
-        nets['DnCNN-S (pretrained)'] = (dncnn, 1, QuantConfig.from_options(read_options(dncnn_opt).get('quant')))
+        opt = read_options(dncnn_opt)
+        nets['DnCNN-S (pretrained)'] = (dncnn, opt['network_g'], QuantConfig.from_options(opt.get('quant')))
     else:
         print(f'{DNCNN_WEIGHTS} not found: DnCNN skipped')
     return nets
@@ -115,21 +141,16 @@ def main() -> None:
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for name, (net, channels, config) in _networks(args.efm, args.dncnn_opt, args.efm_widths).items():
+        for name, (net, network_opt, config) in _networks(args.efm, args.dncnn_opt, args.efm_widths).items():
             net = net.eval()
+            channels = network_input_channels(network_opt) or 1
             x = torch.rand(1, channels, args.size, args.size)
-            crops = _calibration_crops(channels)
-            fp32_path = export_onnx(net, Path(tmp) / 'fp32.onnx', channels, fp32=True)
-            quantized = quantize_model(copy.deepcopy(net), config)
-            calibrate(quantized, crops)
-            int8_path = export_onnx(quantized.eval(), Path(tmp) / 'int8.onnx', channels, 'onnxruntime')
-            ptq_path = quantize_onnx_ptq(fp32_path, Path(tmp) / 'ptq.onnx', [c.numpy() for c in crops], 'minmax')
+            files = model_files(net, network_opt, config, Path(tmp))
+            int8_path, ptq_path = files['INT8 ONNX Runtime (QDR export)'], files['INT8 ONNX Runtime (ORT PTQ)']
             with torch.no_grad():
                 seconds = {'FP32 PyTorch': median_seconds(lambda n=net, i=x: n(i), args.runs)}
             feed = {'input': x.numpy()}
-            sessions = {label: _session(path, args.threads) for label, path in (
-                ('FP32 ONNX Runtime', fp32_path), ('INT8 ONNX Runtime (QDR export)', int8_path),
-                ('INT8 ONNX Runtime (ORT PTQ)', ptq_path))}
+            sessions = {label: _session(path, args.threads) for label, path in files.items()}
             calls = {label: (lambda s=session, f=feed: s.run(None, f)) for label, session in sessions.items()}
             seconds.update(interleaved_median_seconds(calls, args.runs, rounds=args.rounds))
             base = seconds['FP32 ONNX Runtime']
@@ -145,9 +166,10 @@ def main() -> None:
                 rows.append(row)
     print(f'input 1x1x{args.size}x{args.size}, median of {args.runs} runs, {args.threads} threads; ONNX Runtime '
           f'rows interleaved in {args.rounds} rounds')
-    print(markdown_table(rows, ['model', 'runtime', 'fps', 'speedup_vs_fp32_ort', 'int8_convs', 'float_convs',
-                                'params', 'gmacs']))
-    print('wrote', write_results('speed', rows, command_line()))
+    table = markdown_table(rows, COLUMNS)
+    print(table)
+    info = run_info(command_line(), args.threads, size=args.size, runs=args.runs, rounds=args.rounds)
+    print('wrote', write_results(RESULTS_DIR, 'speed', rows, info, table)['json'])
 
 
 if __name__ == '__main__':

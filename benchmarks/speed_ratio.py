@@ -18,9 +18,12 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from common import command_line, markdown_table, write_results
 
+from qdr_plugin.bench.report import command_line, markdown_table, run_info, write_results
 from qdr_plugin.bench.timing import interleaved_median_seconds
+
+RESULTS_DIR = Path(__file__).resolve().parent / 'results'
+COLUMNS = [('repeat', 'repeat', ''), ('file', 'file', ''), ('ms', 'ms', '.4f'), ('ratio', 'ratio', '.4f')]
 
 
 def main() -> None:
@@ -54,8 +57,11 @@ def main() -> None:
     for name, values in ratios.items():
         rows.append({'repeat': 'median / min / max', 'file': name, 'ms': '',
                      'ratio': f'{statistics.median(values):.2f} / {min(values):.2f} / {max(values):.2f}'})
-    print(markdown_table(rows, ['repeat', 'file', 'ms', 'ratio']))
-    print(f'written: {write_results(args.name, rows, command_line())}')
+    table = markdown_table(rows, COLUMNS)
+    print(table)
+    info = run_info(command_line(), args.threads, size=args.size, runs=args.runs, rounds=args.rounds,
+                    repeats=args.repeats, pause=args.pause)
+    print(f'written: {write_results(RESULTS_DIR, args.name, rows, info, table)["json"]}')
 
 
 if __name__ == '__main__':

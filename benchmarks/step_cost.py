@@ -16,11 +16,17 @@ import argparse
 import copy
 import statistics
 import time
+from pathlib import Path
 
 import torch
 from basicsr.data import build_dataset
 from basicsr.models import build_model
-from common import command_line, load_options, markdown_table, write_results
+
+from qdr_plugin.bench.report import command_line, markdown_table, run_info, write_results
+from qdr_plugin.deploy.options import read_options
+
+RESULTS_DIR = Path(__file__).resolve().parent / 'results'
+COLUMNS = [('step', 'step', ''), ('median_s', 'median_s', '.4f'), ('ratio_to_fp32', 'ratio_to_fp32', '.3f')]
 
 
 def _variants(opt: dict) -> dict[str, dict]:
@@ -44,7 +50,8 @@ def main() -> None:
     parser.add_argument('--train-root', default='datasets/demo/train', help='images for batches and calibration')
     args = parser.parse_args()
 
-    opt = load_options(args.opt)
+    opt = read_options(args.opt)
+    opt.update(dist=False, is_train=True)  # what basicsr's parse_options adds for a single-process training run
     opt['datasets']['train']['dataroot_gt'] = args.train_root
     opt['path']['pretrain_network_g'] = None
     opt['quant'] = dict(opt.get('quant') or {}, calib_batches=2)
@@ -71,8 +78,10 @@ def main() -> None:
         rows.append({'step': name, 'median_s': round(median, 4), 'ratio_to_fp32': round(median / base, 3)})
     shape = f'{batch_size}x{opt["network_g"].get("in_ch", 1)}x{opt["datasets"]["train"]["gt_size"]}^2'
     print(f'network {opt["network_g"]["type"]} {dict(opt["network_g"])}, batch {shape}, {args.steps} steps')
-    print(markdown_table(rows, ['step', 'median_s', 'ratio_to_fp32']))
-    print('wrote', write_results('step_cost', rows, command_line()))
+    table = markdown_table(rows, COLUMNS)
+    print(table)
+    info = run_info(command_line(), torch.get_num_threads(), steps=args.steps, batch=shape)
+    print('wrote', write_results(RESULTS_DIR, 'step_cost', rows, info, table)['json'])
 
 
 if __name__ == '__main__':

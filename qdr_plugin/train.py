@@ -11,9 +11,9 @@ these changes:
   come from the iteration (``divmod(iter, len(train_loader))``); in the middle of an epoch its first batches are
   loaded and dropped, with the RNG states put back afterwards.
 * The model's ``resume_training`` runs after the data prefetcher is created, so RNG states it restores (QDRModel
-  saves them, see :func:`rng_state`) are not consumed by the prefetcher's set-up; and validation during training
-  leaves the RNG states as it found them (creating a val loader iterator draws from torch's RNG, and the state
-  saved just before a validation must equal the one the training continues with).
+  saves them, see :func:`qdr_plugin.utils.rng.rng_state`) are not consumed by the prefetcher's set-up; and
+  validation during training leaves the RNG states as it found them (creating a val loader iterator draws from
+  torch's RNG, and the state saved just before a validation must equal the one the training continues with).
 
 Exactness (N iterations straight == N/2, resume, N/2, bit for bit on CPU) holds with the default prefetcher
 (``prefetch_mode`` unset) and ``num_worker_per_gpu: 0``. With data-loader workers it holds when the state was saved
@@ -27,17 +27,12 @@ of basicsr's CUDA-only one: ``basicsr.utils.options.init_dist`` is rebound befor
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import logging
-import random
 import re
 import time
-from collections.abc import Iterator
 from os import path as osp
-from typing import Any
 
-import numpy as np
 import torch
 from basicsr.data.prefetch_dataloader import CPUPrefetcher, CUDAPrefetcher
 from basicsr.models import build_model
@@ -56,45 +51,11 @@ from basicsr.utils import (
 from basicsr.utils.options import copy_opt_file, dict2str, parse_options
 
 from qdr_plugin.dist import use_in_basicsr
+from qdr_plugin.utils.rng import rng_preserved
 
-__all__ = ['load_resume_state', 'rng_state', 'set_rng_state', 'train_pipeline']
+__all__ = ['load_resume_state', 'train_pipeline']
 
 _STATE_NAME = re.compile(r'^(\d+)\.state$')
-
-
-def rng_state() -> dict[str, Any]:
-    """The python ``random``, numpy, torch CPU (and CUDA, if available) RNG states, as types that
-    ``torch.load(..., weights_only=True)`` accepts (no numpy objects)."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    state = {
-        'python': random.getstate(),
-        'numpy': [str(kind), keys.tolist(), int(pos), int(has_gauss), float(gauss)],
-        'torch': torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state['cuda'] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore what :func:`rng_state` returned (CUDA states only when CUDA is available with as many devices)."""
-    version, internal, gauss_next = state['python']
-    random.setstate((version, tuple(internal), gauss_next))
-    kind, keys, pos, has_gauss, gauss = state['numpy']
-    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
-    torch.set_rng_state(state['torch'].cpu())
-    cuda = state.get('cuda')
-    if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all([s.cpu() for s in cuda])
-
-
-@contextlib.contextmanager
-def _rng_preserved() -> Iterator[None]:
-    saved = rng_state()
-    try:
-        yield
-    finally:
-        set_rng_state(saved)
 
 
 def load_resume_state(opt: dict) -> dict | None:
@@ -184,7 +145,7 @@ def train_pipeline(root_path: str) -> None:
     for epoch in range(start_epoch, total_epochs + 1):
         train_sampler.set_epoch(epoch)
         if skip:
-            with _rng_preserved():  # the random draws of the skipped batches were made before the state was saved
+            with rng_preserved():  # the random draws of the skipped batches were made before the state was saved
                 prefetcher.reset()
                 for _ in range(skip):
                     prefetcher.next()
@@ -219,7 +180,7 @@ def train_pipeline(root_path: str) -> None:
             if opt.get('val') is not None and (current_iter % opt['val']['val_freq'] == 0):
                 if len(val_loaders) > 1:
                     logger.warning('Multiple validation datasets are *only* supported by SRModel.')
-                with _rng_preserved():  # iterating a val loader draws from torch's RNG; a resumed run skips this
+                with rng_preserved():  # iterating a val loader draws from torch's RNG; a resumed run skips this
                     for val_loader in val_loaders:
                         model.validation(val_loader, current_iter, tb_logger, opt['val']['save_img'])
 

@@ -151,7 +151,7 @@ def test_meta_info_file_joins_folders(tmp_path):
     dataset = build_dataset(_opt(tmp_path / 'root', 'val', 2, meta_info_file=str(meta)))
     assert [dataset[i]['gt'].shape[-1] for i in range(len(dataset))] == [10, 8]
     meta.write_text('A/x.png\nA/missing.png\n')
-    with pytest.raises(FileNotFoundError, match="missing.png.*line 'A/missing.png'"):
+    with pytest.raises(FileNotFoundError, match="meta_info_file: lists 'A/missing.png', which is not in dataroot_gt"):
         build_dataset(_opt(tmp_path / 'root', 'val', 2, meta_info_file=str(meta)))
 
 
@@ -162,7 +162,7 @@ def test_meta_info_file_joins_folders(tmp_path):
         ({'dataroot_gt': 'EMPTY'}, FileNotFoundError, ['dataroot_gt', 'EMPTY', 'holds no images']),
         ({'gt_size': 18}, ValueError, ['gt_size', 'multiple of scale 4', '18']),
         ({'scale': 5}, ValueError, ['scale', '2, 3, 4, 8', 'got 5']),
-        ({'scale': None}, ValueError, ['scale', 'got None']),
+        ({'scale': None}, ValueError, ['scale', 'required', 'got nothing']),
         ({'color': 'ycbcr'}, ValueError, ['color', 'ycbcr']),
         ({'filename_tmpl': 'x4', 'dataroot_lq': 'ok'}, ValueError, ['filename_tmpl', "'x4'"]),
     ],
@@ -211,7 +211,8 @@ def test_full_options_pass_the_checker(monkeypatch, name):
     ('edit', 'key_path'),
     [
         (lambda o: o['datasets']['train'].update(gt_size=90), 'datasets.train.gt_size'),
-        (lambda o: o.update(scale=2), 'datasets.train.scale'),
+        (lambda o: o.update(scale=2), 'scale'),  # against network_g.upscale: 4
+        (lambda o: o.update(scale=5), 'scale'),
         (lambda o: o.pop('scale'), 'scale'),
         (lambda o: o['datasets']['val'].update(color='y'), 'datasets.val.color'),
         (lambda o: o['datasets']['val'].update(dataroot_lq='nope'), 'datasets.val.dataroot_lq'),

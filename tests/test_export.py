@@ -192,37 +192,3 @@ def test_unsigned_relu_network_cannot_target_tensorrt(tmp_path):
     with pytest.raises(ExportError, match='unsigned_relu: false'):
         export_onnx(_unsigned_relu_dncnn(), tmp_path / 'x.onnx', 1, 'tensorrt')
 
-
-def _conv_output_channels(path) -> list[int]:
-    """Output channels of every Conv in an exported file, read from its (dequantized) weight."""
-    model = onnx.load(str(path))
-    values = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
-    values.update({n.output[0]: onnx.numpy_helper.to_array(n.attribute[0].t) for n in model.graph.node
-                   if n.op_type == 'Constant' and n.attribute and n.attribute[0].name == 'value'})
-    producers = {out: n for n in model.graph.node for out in n.output}
-    channels = []
-    for node in model.graph.node:
-        if node.op_type == 'Conv':
-            weight = producers.get(node.input[1])
-            channels.append(values[weight.input[0] if weight is not None else node.input[1]].shape[0])
-    return channels
-
-
-def test_narrow_integer_convolution_gets_zero_filters_for_onnxruntimes_fast_kernel(tmp_path):
-    """DnCNN's last conv (16 -> 1) has too few output channels for ONNX Runtime's fast integer kernel, which wants
-    a multiple of 4 and at least 16: the onnxruntime export gives it 15 zero filters and slices their channels off
-    the uint8 output, so every QLinearConv is one the fast kernel takes and the output is unchanged."""
-    net = _unsigned_relu_dncnn()
-    path = export_onnx(net, tmp_path / 'wide.onnx', 1, 'onnxruntime')
-    assert _conv_output_channels(path) == [16] * 5  # first conv (1 -> 16), three middle ones, last (1 -> 16)
-    assert check_onnx(path, 'onnxruntime').op_counts['Slice'] == 1
-    assert onnxruntime_kernel_counts(path)['QLinearConv'] == 5
-    x = _noisy_crop(1, 30, 40)
-    with torch.no_grad():
-        expected = net(x).numpy()
-    got = _run(path, x)
-    assert got.shape == expected.shape == (1, 1, 37, 53)
-    assert np.abs(got - expected).max() <= 2 * float(net.sub.quant_b.step) + 1e-6
-    # the TensorRT form keeps the layer as trained (TensorRT picks its own kernels)
-    trt = _quantized(DnCNN(in_ch=1, width=16, depth=5), 1)
-    assert _conv_output_channels(export_onnx(trt, tmp_path / 'trt.onnx', 1, 'tensorrt'))[-1] == 1

@@ -182,7 +182,7 @@ def test_lmdb_matches_folder(tmp_path):
         ({'sigma': '25'}, ValueError, ['sigma', "'25'"]),
         ({'sigma': None, 'sigma_range': [50, 10]}, ValueError, ['sigma_range', '[50, 10]']),
         ({'sigma': None, 'sigma_range': [5, 10], 'phase': 'val'}, ValueError, ['sigma_range', 'train']),
-        ({'gt_size': None}, ValueError, ['gt_size', 'None']),
+        ({'gt_size': None}, ValueError, ['gt_size', 'required', 'got nothing']),
         ({'io_backend': {'type': 'lmdb'}}, FileNotFoundError, ['dataroot_gt', 'meta_info.txt']),
         ({'io_backend': {'type': 'memcached'}}, ValueError, ['io_backend', 'memcached']),
         ({'phase': 'eval'}, ValueError, ['phase', 'eval']),

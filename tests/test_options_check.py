@@ -9,8 +9,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from basicsr.models import build_model
 
+from qdr_plugin.data import BicubicSRDataset, GaussianNoiseDataset
+from qdr_plugin.losses import LearnableMagnitudeReweighting
+from qdr_plugin.models import QDRModel
 from qdr_plugin.options_check import OptionsError, check_options_file
+from qdr_plugin.quant import QuantConfig
 
 REPO = Path(__file__).resolve().parents[1]
 DELETE = 'DELETE'  # placeholder in the table, swapped for the ``delete_key`` fixture's sentinel
@@ -33,7 +38,7 @@ BROKEN = [
     ('quant key', {'quant': {'bitz': 8}}, 'quant.bitz'),
     ('quant value', {'quant': {'bits': 1}}, 'quant.bits'),
     ('calib_size', {'quant': {'calib_size': 0}}, 'quant.calib_size'),
-    ('warm-up >= total', {'train': {'fp32_warmup_iter': 3}}, 'train.fp32_warmup_iter'),
+    ('warm-up > total', {'train': {'fp32_warmup_iter': 4}}, 'train.fp32_warmup_iter'),
     ('total_iter', {'train': {'total_iter': -5}}, 'train.total_iter'),
     ('train typo', {'train': {'dfd_otp': {'type': 'L1Loss'}}}, 'train.dfd_otp'),
     ('dfd key', {'train': {'dfd_opt': {'laeyr': 'bottleneck'}}}, 'train.dfd_opt.laeyr'),
@@ -155,18 +160,89 @@ def test_repo_default_options_pass(monkeypatch):
     assert yaml.safe_load((REPO / 'options' / 'qdr_denoise.yml').read_text())['model_type'] == opt['model_type']
 
 
+def _spy(monkeypatch: pytest.MonkeyPatch, owner: type, name: str) -> list[OptionsError]:
+    """Wrap the rule ``owner.<name>``; returns the list of the OptionsErrors it raises, in order."""
+    raised = []
+    rule = getattr(owner, name)
+
+    def spy(*args, **kwargs):
+        try:
+            return rule(*args, **kwargs)
+        except OptionsError as err:
+            raised.append(err)
+            raise
+
+    monkeypatch.setattr(owner, name, staticmethod(spy))
+    return raised
+
+
+def _gaussian_train(**kw) -> dict:
+    return {'name': 'd', 'type': 'GaussianNoiseDataset', 'phase': 'train', 'dataroot_gt': 'images/train',
+            'gt_size': 16, **kw}
+
+
+def _bicubic_train(**kw) -> dict:
+    return {'name': 'd', 'type': 'BicubicSRDataset', 'phase': 'train', 'scale': 4, 'dataroot_gt': 'images/train',
+            'gt_size': 16, **kw}
+
+
+SAME_RULE = [
+    ('quant bits', {'quant': {'bits': 1}}, (QuantConfig, 'check_options'),
+     lambda opt: QuantConfig.from_options({'bits': 1})),
+    ('sigma_range backwards', {'datasets': {'train': {'sigma': DELETE, 'sigma_range': [50, 10]}}},
+     (GaussianNoiseDataset, 'check_options'), lambda opt: GaussianNoiseDataset(_gaussian_train(sigma_range=[50, 10]))),
+    ('sigma as a string', {'datasets': {'train': {'sigma': '25'}}}, (GaussianNoiseDataset, 'check_options'),
+     lambda opt: GaussianNoiseDataset(_gaussian_train(sigma='25'))),
+    ('sr colour', {'scale': 4, 'datasets': {'train': {'type': 'BicubicSRDataset', 'color': 'ycbcr', 'sigma': DELETE,
+                                                      'in_ch': DELETE}}},
+     (BicubicSRDataset, 'check_options'), lambda opt: BicubicSRDataset(_bicubic_train(color='ycbcr'))),
+    ('sr gt_size', {'scale': 4, 'datasets': {'train': {'type': 'BicubicSRDataset', 'gt_size': 18, 'sigma': DELETE,
+                                                       'in_ch': DELETE}}},
+     (BicubicSRDataset, 'check_options'), lambda opt: BicubicSRDataset(_bicubic_train(gt_size=18))),
+    ('lmr bounds', {'train': {'lmr_opt': {'w_min': 10.0, 'w_max': 1.0}}},
+     (LearnableMagnitudeReweighting, 'check_options'),
+     lambda opt: LearnableMagnitudeReweighting(w_min=10.0, w_max=1.0)),
+    ('warm-up > total', {'train': {'fp32_warmup_iter': 4}}, (QDRModel, 'check_train_options'), build_model),
+]
+
+
+@pytest.mark.parametrize(('overrides', 'rule', 'construct'), [case[1:] for case in SAME_RULE],
+                         ids=[case[0] for case in SAME_RULE])
+def test_checker_and_constructor_share_the_rule(write_options, delete_key, parse_yml, monkeypatch, overrides, rule,
+                                                construct):
+    """The pre-flight check and the class that reads the block refuse a bad value with the same problem and fix,
+    raised by the same rule function (the one living with the class)."""
+    path = write_options(**_swap(overrides, delete_key))
+    opt = parse_yml(path, is_train=True)
+    raised = _spy(monkeypatch, *rule)
+    with pytest.raises(OptionsError) as from_checker:
+        check_options_file(str(path))
+    with pytest.raises(OptionsError) as from_constructor:
+        construct(opt)
+    checker, constructor = from_checker.value, from_constructor.value
+    assert len(raised) == 2 and raised[0] is checker and raised[1] is constructor
+    assert (checker.problem, checker.fix, checker.value) == (constructor.problem, constructor.fix, constructor.value)
+    assert checker.key_path.rsplit('.', 1)[-1] == constructor.key_path.rsplit('.', 1)[-1]
+    assert isinstance(constructor, ValueError)
+
+
 SHIPPED = sorted((REPO / 'options').rglob('*.yml'))
 
 
 @pytest.mark.parametrize('path', SHIPPED, ids=lambda p: str(p.relative_to(REPO)))
-def test_every_shipped_options_file_passes_the_check(path, monkeypatch):
-    """A typo in a shipped recipe would otherwise only show when someone starts hours of training with it."""
+def test_every_shipped_options_file_passes_the_check(path, monkeypatch, tmp_path):
+    """A typo in a shipped recipe would otherwise only show when someone starts hours of training with it. A
+    recipe whose ``pretrain_network_g`` an earlier recipe makes is checked with that key set to ``~``."""
     monkeypatch.chdir(REPO)
     text = path.read_text()
     if '../shared/' in text and not (REPO.parent / 'shared').is_dir():
         pytest.skip('needs ../shared beside the repository')
-    pretrained = (yaml.safe_load(text).get('path') or {}).get('pretrain_network_g')
+    options = yaml.safe_load(text)
+    pretrained = (options.get('path') or {}).get('pretrain_network_g')
     if pretrained and not (REPO / pretrained).is_file():
-        pytest.skip(f'needs the checkpoint {pretrained} (made by the recipe before it)')
-    opt = check_options_file(str(path.relative_to(REPO)))
-    assert opt['name'] == yaml.safe_load(text)['name']
+        options['path']['pretrain_network_g'] = None
+        path = tmp_path / path.name
+        path.write_text(yaml.safe_dump(options, sort_keys=False))
+    for is_train in (True, False):
+        opt = check_options_file(str(path), is_train=is_train)
+        assert opt['name'] == options['name']

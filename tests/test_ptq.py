@@ -14,9 +14,9 @@ import torch
 import qdr_plugin  # noqa: F401  (registers the archs, applies the torchvision alias)
 from qdr_plugin.archs import EFM
 from qdr_plugin.cli import main
+from qdr_plugin.data.calibration import calibration_inputs
 from qdr_plugin.deploy import check_onnx
 from qdr_plugin.deploy.options import read_options
-from qdr_plugin.deploy.ptq import calibration_inputs
 
 NETWORK = {'type': 'EFM', 'in_ch': 1, 'width': 8, 'depth': 1}
 
@@ -99,10 +99,8 @@ def test_bad_calibration_method_and_missing_train_set_exit_with_the_fix(fp32_set
 
 
 def test_calibration_inputs_are_deterministic_noisy_crops(fp32_setup):
-    from qdr_plugin.deploy.options import read_options
-
     train_opt = read_options(fp32_setup[0])['datasets']['train']
-    state = np.random.get_state()
+    state, torch_state = np.random.get_state(), torch.get_rng_state()
     first = calibration_inputs(train_opt, 6, None)
     second = calibration_inputs(train_opt, 6, 12)
     again = calibration_inputs(train_opt, 6, None)
@@ -110,12 +108,15 @@ def test_calibration_inputs_are_deterministic_noisy_crops(fp32_setup):
     assert all(a.dtype == np.float32 for a in first)
     assert all(np.array_equal(a, b) for a, b in zip(first, again))
     assert not np.array_equal(first[0], first[1])
-    assert np.array_equal(np.random.get_state()[1], state[1])  # the global RNG state is left as it was
+    assert np.array_equal(np.random.get_state()[1], state[1])  # the global RNG states are left as they were
+    assert torch.equal(torch.get_rng_state(), torch_state)
 
 
 def test_sr_options_give_calibration_inputs_at_the_options_scale():
-    """basicsr copies the top-level ``scale`` into every dataset; the plugin's commands read options the same way."""
+    """basicsr copies the top-level ``scale`` into every dataset and gives each its phase; the plugin's commands and
+    the benchmark scripts read options the same way."""
     opt = read_options(Path(__file__).resolve().parents[1] / 'options' / 'sr' / 'qdr_edsr_small_x4.yml')
     assert all(d['scale'] == opt['scale'] == 4 for d in opt['datasets'].values())
+    assert {key: d['phase'] for key, d in opt['datasets'].items()} == {'train': 'train', 'val': 'val'}
     crops = calibration_inputs(opt['datasets']['train'], 2, size=32)
     assert [c.shape for c in crops] == [(1, 3, 8, 8)] * 2

@@ -83,7 +83,7 @@ def test_checkpoint_reloads_into_identical_quantized_network(write_options, monk
 def test_calib_size_sets_the_side_of_the_calibration_crops(write_options, monkeypatch):
     opt = _parse(write_options('calib', quant={'calib_size': 20}), True, monkeypatch)
     model = build_model(opt)
-    batches = model._calibration_batches()
+    batches = list(model._calibration_batches())
     assert len(batches) == 2 and all(b.shape[-2:] == (20, 20) for b in batches)  # training crops are 16x16
     assert opt['datasets']['train']['gt_size'] == 16  # the training set itself is left as it was
 

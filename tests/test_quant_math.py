@@ -607,19 +607,19 @@ def test_config_defaults_and_bits_shorthand():
     [('calibraton', 'calibration'), ('weight_bit', 'weight_bits'), ('bit', 'bits'), ('keep_fp23', 'keep_fp32')],
 )
 def test_config_unknown_key_suggests_the_close_one(key, suggestion):
-    with pytest.raises(ValueError, match=rf"'quant\.{key}'.*Did you mean '{suggestion}'"):
+    with pytest.raises(ValueError, match=rf"quant\.{key}: unknown key '{key}'.*Did you mean '{suggestion}'"):
         QuantConfig.from_options({key: 1})
 
 
 def test_config_unknown_key_without_close_match_lists_valid_keys():
-    with pytest.raises(ValueError, match=r'quant\.zzzzzz.*Valid keys: bits, weight_bits'):
+    with pytest.raises(ValueError, match=r'quant\.zzzzzz: unknown key.*Valid: act_bits, act_symmetric, bits, '):
         QuantConfig.from_options({'zzzzzz': 1})
 
 
 @pytest.mark.parametrize(
     'options, key',
     [
-        ({'bits': 1}, 'weight_bits'),
+        ({'bits': 1}, 'bits'),
         ({'act_bits': 17}, 'act_bits'),
         ({'weight_bits': 4.0}, 'weight_bits'),
         ({'weight_bits': True}, 'weight_bits'),

@@ -1,5 +1,5 @@
 """``basicsr bench``: benchmark FP32 and INT8 models (PyTorch checkpoints, ONNX files) on the standard denoising and
-super-resolution sets with one protocol (DESIGN.md section 5), and per-layer quantization sensitivity.
+super-resolution sets with one protocol (docs/evaluation.md), and per-layer quantization sensitivity.
 
 Modules: :mod:`.protocol` (sets and scoring), :mod:`.models` (``NAME=PATH`` -> a runnable model), :mod:`.timing`
 (frames per second), :mod:`.runner` (scores and retention), :mod:`.report` (Markdown / JSON / CSV), :mod:`.plots`

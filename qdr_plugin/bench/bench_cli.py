@@ -1,5 +1,5 @@
 """``basicsr bench``: score models (PyTorch checkpoints and ONNX files, FP32 and INT8) on the standard sets with the
-protocol of DESIGN.md section 5, time them, and write a table, JSON, CSV and plots; ``--sensitivity`` adds the
+protocol of docs/evaluation.md, time them, and write a table, JSON, CSV and plots; ``--sensitivity`` adds the
 per-layer quantization sensitivity of one checkpoint."""
 
 from __future__ import annotations

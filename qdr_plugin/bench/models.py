@@ -21,7 +21,7 @@ import onnx
 from basicsr.archs import build_network
 from torch import nn
 
-from qdr_plugin.deploy.check import constant_values
+from qdr_plugin.deploy.graph_rewrites import constant_values
 from qdr_plugin.deploy.infer import Restorer, onnx_restorer, torch_restorer
 from qdr_plugin.deploy.options import input_channels
 from qdr_plugin.quant import is_quantized

@@ -1,4 +1,4 @@
-"""The benchmark sets and how they are scored (DESIGN.md section 5).
+"""The benchmark sets and how they are scored (docs/evaluation.md).
 
 Denoising: the clean images of ``<root>/<name>`` with the deterministic validation noise of
 :class:`qdr_plugin.data.GaussianNoiseDataset` (image ``i`` of the name-sorted list gets

@@ -1,5 +1,5 @@
 """Benchmark and sensitivity results as a Markdown table, JSON (with per-image PSNRs, the command, date and machine)
-and CSV (the scalar columns)."""
+and CSV (the scalar columns); ``basicsr bench`` and the scripts in ``benchmarks/`` write theirs with it."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import csv
 import json
 import os
 import platform
+import shlex
+import sys
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -16,7 +18,7 @@ import torch
 
 Column = tuple[str, str, str]
 """``(row key, header, format)``; the format is a ``str.format`` spec, ``'count'`` (thousands separators) or
-``'giga'`` (MACs in G, or in M below 0.1 G)."""
+``'giga'`` (MACs in G, or in M below 0.1 G); a text value is shown as it is."""
 
 BENCH_COLUMNS: list[Column] = [
     ('model', 'model', ''), ('runtime', 'runtime', ''), ('precision', 'precision', ''), ('dataset', 'dataset', ''),
@@ -39,6 +41,8 @@ def bench_columns(task: str) -> list[Column]:
 def _format(value: Any, fmt: str) -> str:
     if value is None:
         return '-'
+    if isinstance(value, str):
+        return value
     if fmt == 'count':
         return f'{value:,}'
     if fmt == 'giga':
@@ -73,6 +77,12 @@ def machine(threads: int) -> dict[str, Any]:
         'cpu_count': os.cpu_count(), 'threads': threads, 'python': platform.python_version(),
         'torch': torch.__version__, 'onnxruntime': onnxruntime.__version__,
     }
+
+
+def command_line(argv: Sequence[str] | None = None) -> str:
+    """The running script's command (``argv``, default ``sys.argv``) as one shell line: ``python <script> <args>``."""
+    argv = sys.argv if argv is None else argv
+    return shlex.join(['python', Path(argv[0]).as_posix(), *argv[1:]])
 
 
 def run_info(command: str, threads: int, **settings: Any) -> dict[str, Any]:

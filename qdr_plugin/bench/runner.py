@@ -1,5 +1,5 @@
 """Run models over benchmark sets: one result row per (model, dataset, noise level or scale), plus retention
-against a reference model (DESIGN.md section 5: ``PSNR / PSNR_ref`` and the drop in dB, same images)."""
+against a reference model (docs/evaluation.md: ``PSNR / PSNR_ref`` and the drop in dB, same images)."""
 
 from __future__ import annotations
 

@@ -20,9 +20,10 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from qdr_plugin.data.calibration import calibration_inputs
 from qdr_plugin.deploy.infer import torch_restorer
-from qdr_plugin.deploy.ptq import calibration_inputs
-from qdr_plugin.quant import FakeQuantizer, QuantConfig, calibrate, quantize_model, quantizers
+from qdr_plugin.prepare import prepare
+from qdr_plugin.quant import FakeQuantizer, QuantConfig, quantizers
 
 from .protocol import BenchSet
 from .runner import score
@@ -55,18 +56,17 @@ def only_quantizers(net: nn.Module, enabled: Sequence[FakeQuantizer]) -> Iterato
 
 
 def quantize_from_options(net: nn.Module, opt: Mapping[str, Any], calib_images: int) -> nn.Module:
-    """A quantized copy of the FP32 ``net`` with the options' ``quant`` block, its activation steps calibrated on
-    ``calib_images`` noisy crops of ``datasets.train`` (:func:`qdr_plugin.deploy.ptq.calibration_inputs`), of side
-    ``quant.calib_size`` when the options set it."""
+    """A quantized copy of the FP32 ``net`` (:func:`qdr_plugin.prepare.prepare` with the options' ``network_g`` and
+    ``quant`` block), its activation steps calibrated on ``calib_images`` noisy crops of ``datasets.train``
+    (:func:`qdr_plugin.data.calibration.calibration_inputs`), of side ``quant.calib_size`` when the options set
+    it."""
     train_opt = (opt.get('datasets') or {}).get('train')
     if not isinstance(train_opt, Mapping):
         raise ValueError('the options file has no datasets.train block: add the training set to calibrate the FP32 '
                          'checkpoint on, or give a quantized (QDR) checkpoint to --sensitivity.')
     config = QuantConfig.from_options(opt.get('quant'))
-    quantized = quantize_model(copy.deepcopy(net), config)
-    batches = [torch.from_numpy(a) for a in calibration_inputs(dict(train_opt), calib_images, config.calib_size)]
-    calibrate(quantized, batches, config.calibration, config.percentile)
-    return quantized.eval()
+    batches = [torch.from_numpy(a) for a in calibration_inputs(train_opt, calib_images, config.calib_size)]
+    return prepare(copy.deepcopy(net), opt['network_g'], config, batches).network.eval()
 
 
 def layer_sensitivity(net: nn.Module, bench_set: BenchSet, name: str) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Speed the way DESIGN.md section 5 measures it: after warm-up, the median of timed runs on one fixed input.
+"""Speed the way docs/evaluation.md measures it: after warm-up, the median of timed runs on one fixed input.
 
 Models compared in one table are timed *interleaved* (:func:`interleaved_median_seconds`): the speed of a shared
 machine drifts by 20-40 % within minutes, and timing one model after the other turns that drift into a false ratio.

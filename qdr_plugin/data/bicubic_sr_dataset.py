@@ -6,7 +6,9 @@ images with basicsr's MATLAB-compatible :func:`basicsr.utils.matlab_functions.im
 when one exists (``dataroot_lq``), its files are read instead.
 """
 
+import os
 import random
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -17,9 +19,11 @@ from basicsr.utils.matlab_functions import imresize
 from basicsr.utils.registry import DATASET_REGISTRY
 from torch.utils import data
 
+from qdr_plugin.option_rules import OptionsError, OptionsPathError, need_bool, need_choice, need_int
 from qdr_plugin.registry import register
 
-from .image_source import ImageSource, is_int, is_training_phase
+from .dataset_options import check_dataset_keys, training_phase
+from .image_source import ImageSource
 
 __all__ = ['COLOR_MODES', 'SCALES', 'BicubicSRDataset', 'bicubic_downscale']
 
@@ -30,7 +34,6 @@ COLOR_MODES = ('rgb', 'y', 'gray')
 """``color`` values: RGB (3 channels), the Y channel of YCbCr (BT.601, as basicsr's ``color: y``), or gray."""
 
 _OWNER = 'BicubicSRDataset'
-
 
 
 def bicubic_downscale(hr: np.ndarray, scale: int, top: float = 255.0) -> np.ndarray:
@@ -86,64 +89,74 @@ class BicubicSRDataset(data.Dataset):
     training crops the pair at matching positions (LR crop ``gt_size / scale``).
     """
 
+    OPTION_KEYS = ('dataroot_gt', 'dataroot_lq', 'meta_info_file', 'io_backend', 'color', 'gt_size', 'use_hflip',
+                   'use_rot')
+    """The dataset's own option keys (``scale`` and ``filename_tmpl`` are among basicsr's generic ones)."""
+
     def __init__(self, opt: dict[str, Any]) -> None:
         super().__init__()
         self.opt = opt
-        self.train = is_training_phase(opt, _OWNER)
-
-        self.scale = opt.get('scale')
-        if not is_int(self.scale) or self.scale not in SCALES:
-            raise ValueError(
-                f'{_OWNER}: scale must be one of {", ".join(map(str, SCALES))}, got {self.scale!r}; set e.g. '
-                'scale: 4 at the top level of the options file (basicsr copies it into every dataset).'
-            )
-        self.color = opt.get('color') or 'rgb'
-        if self.color not in COLOR_MODES:
-            raise ValueError(f'{_OWNER}: color must be rgb, y or gray, got {self.color!r}.')
+        checked = self.check_options(opt)
+        self.train, self.scale, self.color = checked['train'], checked['scale'], checked['color']
         self.channels = 1 if self.color == 'gray' else 3
+        self.gt_size, self.use_hflip, self.use_rot = checked['gt_size'], checked['use_hflip'], checked['use_rot']
+        self.gt_source, self.lq_source = checked['gt_source'], checked['lq_source']
+        self.paths, self.lq_paths = self.gt_source.paths, checked['lq_paths']
 
-        if self.train:
-            self.gt_size = opt.get('gt_size')
-            if not is_int(self.gt_size) or self.gt_size < self.scale or self.gt_size % self.scale:
-                raise ValueError(
-                    f'{_OWNER}: gt_size (HR training crop size) must be a positive multiple of scale '
-                    f'{self.scale}, got {self.gt_size!r}; e.g. gt_size: {16 * self.scale}.'
-                )
-            self.use_hflip = bool(opt.get('use_hflip', False))
-            self.use_rot = bool(opt.get('use_rot', False))
+    @classmethod
+    def check_options(cls, opt: Mapping[str, Any], path: str = _OWNER,
+                      base_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+        """The rules of the options (see the class docstring), for the constructor and the pre-flight checker.
 
-        self.gt_source = ImageSource(opt.get('dataroot_gt'), opt.get('io_backend'), _OWNER, what='HR images',
-                                     meta_info_file=opt.get('meta_info_file'))
-        self.paths = self.gt_source.paths
-        self.lq_source: ImageSource | None = None
-        self.lq_paths: list[str] = []
-        if opt.get('dataroot_lq') is not None:
-            self.lq_source = ImageSource(opt['dataroot_lq'], opt.get('io_backend'), _OWNER, key='dataroot_lq',
-                                         what='LR images')
-            self.lq_paths = self._pair_lq_paths(opt.get('filename_tmpl', '{}'))
+        Args:
+            opt: The dataset block as basicsr hands it over (``phase`` set, ``scale`` copied in).
+            path: Its key path in error messages (``datasets.train`` from the checker).
+            base_dir: The directory relative paths start from; ``None``: the working directory.
 
-    def _pair_lq_paths(self, tmpl: Any) -> list[str]:
-        """The LR path of every HR path: ``filename_tmpl.format(<HR name>)``."""
+        Returns:
+            The checked values with defaults filled in: ``train``, ``scale``, ``color``, ``gt_size`` (``None``
+            outside training), ``use_hflip``, ``use_rot``, ``gt_source`` and ``lq_source`` (the
+            :class:`ImageSource` of ``dataroot_gt`` / ``dataroot_lq``, ``None`` without one: listed, no image
+            read) and ``lq_paths`` (the LR file of every HR image, ``[]`` without ``dataroot_lq``).
+
+        Raises:
+            OptionsError: At ``<path>.<key>`` (a missing file or folder: :class:`OptionsPathError`, a
+            FileNotFoundError).
+        """
+        check_dataset_keys(opt, path, cls.OPTION_KEYS)
+        train = training_phase(opt, path)
+        scale = need_choice(opt, path, 'scale', SCALES, required=True,
+                            fix='Write e.g. scale: 4 at the top level of the options file (basicsr copies it into '
+                            'every dataset).')
+        color = _color(opt, path)
+        gt_size = None
+        if train:
+            gt_size = need_int(opt, path, 'gt_size', 1, required=True, example=str(16 * scale))
+            if gt_size % scale:
+                raise OptionsError(f'{path}.gt_size', f'must be a positive multiple of scale {scale} (the HR crop)',
+                                   gt_size, f'Write e.g. gt_size: {16 * scale}.')
+        tmpl = opt.get('filename_tmpl', '{}')
         if not isinstance(tmpl, str) or '{}' not in tmpl:
-            raise ValueError(f"{_OWNER}: filename_tmpl must be a string with one '{{}}' (e.g. '{{}}x4'), got {tmpl!r}.")
-        lq_by_name = {self.lq_source.name(path): path for path in self.lq_source.paths}
-        paths = []
-        for gt_path in self.paths:
-            name = self.gt_source.name(gt_path)
-            lq_name = tmpl.format(name)
-            if lq_name not in lq_by_name:
-                guess = f'{name}x{self.scale}'
-                hint = (
-                    f"; the folder has '{guess}': set filename_tmpl: '{{}}x{self.scale}'"
-                    if guess in lq_by_name
-                    else f'; add it, fix filename_tmpl (now {tmpl!r}) or drop dataroot_lq to make the LR by resizing'
-                )
-                raise FileNotFoundError(
-                    f"{_OWNER}: no LR image '{lq_name}' (any image extension) in dataroot_lq "
-                    f"'{self.lq_source.root}' for HR image '{self.gt_source.describe(gt_path)}'{hint}."
-                )
-            paths.append(lq_by_name[lq_name])
-        return paths
+            raise OptionsError(f'{path}.filename_tmpl', "must be a string with one '{}'", tmpl,
+                               "Write e.g. filename_tmpl: '{}x4' (Set5's LR_bicubic/X4/babyx4.png).")
+        use_hflip = need_bool(opt, path, 'use_hflip', default=False)
+        use_rot = need_bool(opt, path, 'use_rot', default=False)
+        gt_source = ImageSource(opt.get('dataroot_gt'), opt.get('io_backend'), path, what='HR images',
+                                meta_info_file=opt.get('meta_info_file'), base_dir=base_dir)
+        lq_source = None
+        if opt.get('dataroot_lq') is not None:
+            lq_source = ImageSource(opt['dataroot_lq'], opt.get('io_backend'), path, key='dataroot_lq',
+                                    what='LR images', base_dir=base_dir)
+        return {
+            'train': train, 'scale': scale, 'color': color, 'gt_size': gt_size, 'use_hflip': use_hflip,
+            'use_rot': use_rot, 'gt_source': gt_source, 'lq_source': lq_source,
+            'lq_paths': [] if lq_source is None else _pair_lq_paths(gt_source, lq_source, tmpl, scale, path),
+        }
+
+    @classmethod
+    def lq_channels(cls, opt: Mapping[str, Any], path: str = _OWNER) -> tuple[str, int]:
+        """The option that sets the channel count of ``lq`` (the network's input) and that count."""
+        return 'color', 3 if _color(opt, path) == 'rgb' else 1
 
     def _random_crop(self, img: np.ndarray, path: str) -> np.ndarray:
         h, w = img.shape[:2]
@@ -206,3 +219,26 @@ class BicubicSRDataset(data.Dataset):
 
     def __len__(self) -> int:
         return len(self.paths)
+
+def _color(opt: Mapping[str, Any], path: str) -> str:
+    """The rule of ``color``: one of :data:`COLOR_MODES`; ``~`` or absent is ``rgb``."""
+    return need_choice(opt, path, 'color', COLOR_MODES, default='rgb',
+                       fix='Write color: rgb (3 channels), y (the Y channel) or gray.')
+
+
+def _pair_lq_paths(gt_source: ImageSource, lq_source: ImageSource, tmpl: str, scale: int, path: str) -> list[str]:
+    """The LR path of every HR path: ``filename_tmpl.format(<HR name>)``, any image extension."""
+    lq_by_name = {lq_source.name(lq_path): lq_path for lq_path in lq_source.paths}
+    paths = []
+    for gt_path in gt_source.paths:
+        name = gt_source.name(gt_path)
+        lq_name = tmpl.format(name)
+        if lq_name not in lq_by_name:
+            guess = f'{name}x{scale}'
+            fix = (f"The folder has '{guess}': set filename_tmpl: '{{}}x{scale}'." if guess in lq_by_name
+                   else 'Add it, fix filename_tmpl or drop dataroot_lq to make the LR by resizing.')
+            raise OptionsPathError(f'{path}.filename_tmpl', f"gives no LR image '{lq_name}' (any image extension) in "
+                                   f"dataroot_lq '{lq_source.root}' for HR image '{gt_source.describe(gt_path)}'",
+                                   tmpl, fix)
+        paths.append(lq_by_name[lq_name])
+    return paths

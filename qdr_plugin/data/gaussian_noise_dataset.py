@@ -4,9 +4,9 @@ Only clean images are stored; the noisy input is synthesised: a fresh random dra
 per-image draw for validation/testing (see :func:`add_validation_noise`), so PSNR numbers compare across tools.
 """
 
-import math
+import os
 import random
-from numbers import Real
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -16,9 +16,11 @@ from basicsr.utils import img2tensor
 from basicsr.utils.registry import DATASET_REGISTRY
 from torch.utils import data
 
+from qdr_plugin.option_rules import MISSING, OptionsError, is_number, need_bool, need_choice, need_int, need_number
 from qdr_plugin.registry import register
 
-from .image_source import IMG_EXTENSIONS, ImageSource, is_int, is_training_phase
+from .dataset_options import check_dataset_keys, training_phase
+from .image_source import IMG_EXTENSIONS, ImageSource
 
 __all__ = ['IMG_EXTENSIONS', 'GaussianNoiseDataset', 'add_validation_noise']
 
@@ -43,46 +45,31 @@ def add_validation_noise(img: np.ndarray, sigma: float, index: int) -> np.ndarra
     return (np.asarray(img, dtype=np.float64) + noise).astype(np.float32)
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
+def _in_ch(opt: Mapping[str, Any], path: str) -> int:
+    return need_choice(opt, path, 'in_ch', (1, 3), default=1, fix='Write in_ch: 1 (gray) or in_ch: 3 (colour).')
 
 
-
-def _parse_sigma(opt: dict[str, Any], train: bool) -> tuple[float | None, tuple[float, float] | None]:
-    """Validate ``sigma`` / ``sigma_range``; return ``(sigma, None)`` or ``(None, (lo, hi))``."""
+def _noise_levels(opt: Mapping[str, Any], path: str, train: bool) -> tuple[float | None, tuple[float, float] | None]:
+    """The rules of ``sigma`` / ``sigma_range``; returns ``(sigma, None)`` or ``(None, (lo, hi))``."""
     sigma, sigma_range = opt.get('sigma'), opt.get('sigma_range')
     if sigma is not None and sigma_range is not None:
-        raise ValueError(
-            f'GaussianNoiseDataset: both sigma ({sigma}) and sigma_range ({sigma_range}) are set; keep only one: '
-            'sigma for a fixed noise level, sigma_range: [lo, hi] (train only) for a random level per sample.'
-        )
+        raise OptionsError(f'{path}.sigma_range', 'sigma and sigma_range are both set', sigma_range,
+                           'Keep only one: sigma for a fixed noise level, sigma_range: [lo, hi] (train only) for a '
+                           'random level per sample.')
     if sigma is None and sigma_range is None:
-        raise ValueError(
-            'GaussianNoiseDataset: neither sigma nor sigma_range is set; add sigma: 25 (noise std on the 0..255 '
-            'scale), or for training sigma_range: [0, 55] for a random level per sample.'
-        )
+        raise OptionsError(f'{path}.sigma', 'neither sigma nor sigma_range is set', opt.get('sigma', MISSING),
+                           'Add sigma: 25 (noise std on the 0..255 scale), or for training sigma_range: [0, 55] for a '
+                           'random level per sample.')
     if sigma is not None:
-        if not _is_number(sigma) or sigma < 0:
-            raise ValueError(
-                f'GaussianNoiseDataset: sigma must be a number >= 0 (noise std on the 0..255 scale, e.g. sigma: 25), '
-                f'got {sigma!r}.'
-            )
-        return float(sigma), None
+        return float(need_number(opt, path, 'sigma', example='25')), None
     if not train:
-        raise ValueError(
-            f"GaussianNoiseDataset: sigma_range ({sigma_range}) is for phase 'train' only; validation noise is "
-            'deterministic, so set sigma: <value> instead (one dataset per noise level).'
-        )
-    if (
-        not isinstance(sigma_range, (list, tuple))
-        or len(sigma_range) != 2
-        or not all(_is_number(v) for v in sigma_range)
-        or not 0 <= sigma_range[0] <= sigma_range[1]
-    ):
-        raise ValueError(
-            f'GaussianNoiseDataset: sigma_range must be [lo, hi] with 0 <= lo <= hi (0..255 scale, e.g. '
-            f'sigma_range: [0, 55]), got {sigma_range!r}.'
-        )
+        raise OptionsError(f'{path}.sigma_range', f"is for the train dataset only, this one is {opt['phase']!r}",
+                           sigma_range, 'Validation noise is deterministic: set sigma: <value> (one dataset per '
+                           'noise level).')
+    if (not isinstance(sigma_range, (list, tuple)) or len(sigma_range) != 2 or not all(map(is_number, sigma_range))
+            or not 0 <= sigma_range[0] <= sigma_range[1]):
+        raise OptionsError(f'{path}.sigma_range', 'must be [lo, hi] with 0 <= lo <= hi', sigma_range,
+                           'Write e.g. sigma_range: [0, 55] (0..255 scale).')
     return None, (float(sigma_range[0]), float(sigma_range[1]))
 
 
@@ -101,7 +88,7 @@ class GaussianNoiseDataset(data.Dataset):
             Exactly one of ``sigma`` / ``sigma_range`` must be set.
         gt_size (int): Train only, required there: size of the random square crop.
         use_hflip, use_rot (bool): Train only: basicsr ``augment`` flips / rotations. Default False.
-        noise_seed_offset (int): Val/test only: added to the image index to seed the noise. Default 0.
+        noise_seed_offset (int): Val/test only: added to the image index to seed the noise, >= 0. Default 0.
 
     Returns per item ``{'lq', 'gt', 'lq_path', 'gt_path'}``: float32 ``C x H x W`` tensors in about [0, 1] (``lq``
     is not clipped) and the image path (for LMDB, its key) twice, since ``lq`` has no file of its own.
@@ -122,37 +109,60 @@ class GaussianNoiseDataset(data.Dataset):
     (no channel axis) and ``H x W x 3`` in RGB order for colour. :func:`add_validation_noise` implements it.
     """
 
+    OPTION_KEYS = ('dataroot_gt', 'io_backend', 'in_ch', 'sigma', 'sigma_range', 'gt_size', 'use_hflip', 'use_rot',
+                   'noise_seed_offset')
+    """The dataset's own option keys (besides basicsr's generic ones)."""
+
     def __init__(self, opt: dict[str, Any]) -> None:
         super().__init__()
         self.opt = opt
-        self.train = is_training_phase(opt, 'GaussianNoiseDataset')
-
-        in_ch = opt.get('in_ch', 1)
-        if not is_int(in_ch) or in_ch not in (1, 3):
-            raise ValueError(f'GaussianNoiseDataset: in_ch must be 1 (gray) or 3 (colour), got {in_ch!r}.')
-        self.in_ch = int(in_ch)
-
-        self.sigma, self.sigma_range = _parse_sigma(opt, self.train)
-
-        self.noise_seed_offset = opt.get('noise_seed_offset', 0)
-        if not is_int(self.noise_seed_offset):
-            raise ValueError(
-                f'GaussianNoiseDataset: noise_seed_offset must be an integer, got {self.noise_seed_offset!r}.'
-            )
-
-        if self.train:
-            self.gt_size = opt.get('gt_size')
-            if not is_int(self.gt_size) or self.gt_size < 1:
-                raise ValueError(
-                    f'GaussianNoiseDataset: gt_size (training crop size) must be a positive integer, '
-                    f'got {self.gt_size!r}; e.g. gt_size: 64.'
-                )
-            self.use_hflip = bool(opt.get('use_hflip', False))
-            self.use_rot = bool(opt.get('use_rot', False))
-
-        self.source = ImageSource(opt.get('dataroot_gt'), opt.get('io_backend'), 'GaussianNoiseDataset',
-                                  what='clean images')
+        checked = self.check_options(opt)
+        self.train, self.in_ch = checked['train'], checked['in_ch']
+        self.sigma, self.sigma_range = checked['sigma'], checked['sigma_range']
+        self.noise_seed_offset = checked['noise_seed_offset']
+        self.gt_size, self.use_hflip, self.use_rot = checked['gt_size'], checked['use_hflip'], checked['use_rot']
+        self.source = checked['source']
         self.paths = self.source.paths
+
+    @classmethod
+    def check_options(cls, opt: Mapping[str, Any], path: str = 'GaussianNoiseDataset',
+                      base_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+        """The rules of the options (see the class docstring), for the constructor and the pre-flight checker.
+
+        Args:
+            opt: The dataset block as basicsr hands it over (``phase`` set).
+            path: Its key path in error messages (``datasets.train`` from the checker).
+            base_dir: The directory relative paths start from; ``None``: the working directory.
+
+        Returns:
+            The checked values with defaults filled in: ``train``, ``in_ch``, ``sigma`` / ``sigma_range``,
+            ``noise_seed_offset``, ``gt_size`` (``None`` outside training), ``use_hflip``, ``use_rot``, and
+            ``source``, the :class:`ImageSource` of ``dataroot_gt`` (listed; no image is read).
+
+        Raises:
+            OptionsError: At ``<path>.<key>`` (a missing folder: :class:`OptionsPathError`, a FileNotFoundError).
+        """
+        check_dataset_keys(opt, path, cls.OPTION_KEYS)
+        train = training_phase(opt, path)
+        in_ch = _in_ch(opt, path)
+        sigma, sigma_range = _noise_levels(opt, path, train)
+        return {
+            'train': train,
+            'in_ch': in_ch,
+            'sigma': sigma,
+            'sigma_range': sigma_range,
+            'noise_seed_offset': need_int(opt, path, 'noise_seed_offset', 0, default=0),
+            'gt_size': need_int(opt, path, 'gt_size', 1, required=True, example='64') if train else None,
+            'use_hflip': need_bool(opt, path, 'use_hflip', default=False),
+            'use_rot': need_bool(opt, path, 'use_rot', default=False),
+            'source': ImageSource(opt.get('dataroot_gt'), opt.get('io_backend'), path, what='clean images',
+                                  base_dir=base_dir),
+        }
+
+    @classmethod
+    def lq_channels(cls, opt: Mapping[str, Any], path: str = 'GaussianNoiseDataset') -> tuple[str, int]:
+        """The option that sets the channel count of ``lq`` (the network's input) and that count."""
+        return 'in_ch', _in_ch(opt, path)
 
     def _random_crop(self, img: np.ndarray, path: str) -> np.ndarray:
         h, w = img.shape[:2]

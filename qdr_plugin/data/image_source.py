@@ -2,8 +2,10 @@
 
 :class:`ImageSource` lists the images of one folder (not recursive) or of one BasicSR LMDB (``meta_info.txt`` inside,
 as ``tools/make_lmdb.py`` and ``basicsr.utils.lmdb_util.make_lmdb_from_imgs`` write it) in name order, and reads
-them through basicsr's ``FileClient``. Every problem raises one message that starts with the owning dataset's name
-and the option key, and says how to fix it.
+them through basicsr's ``FileClient``. Building an :class:`ImageSource` is the rule of the ``dataroot_*``,
+``io_backend`` and ``meta_info_file`` options: a problem there raises
+:class:`~qdr_plugin.option_rules.OptionsError` naming the key; a file that cannot be read raises a ``ValueError``
+that names the file.
 """
 
 import os
@@ -15,29 +17,19 @@ import cv2
 import numpy as np
 from basicsr.utils import FileClient
 
-__all__ = ['IMG_EXTENSIONS', 'ImageSource', 'decode_image', 'is_int', 'is_training_phase']
+from qdr_plugin.option_rules import OptionsError, OptionsPathError, check_keys, looked_in, resolve
+
+__all__ = ['IMG_EXTENSIONS', 'LMDB_OPEN_KEYS', 'ImageSource', 'decode_image']
 
 IMG_EXTENSIONS = ('.bmp', '.jpeg', '.jpg', '.png', '.tif', '.tiff')
 """File name endings (compared case-insensitively) that count as images in an image folder."""
 
+LMDB_OPEN_KEYS = ('readonly', 'lock', 'readahead', 'map_size', 'max_readers', 'max_dbs', 'max_spare_txns', 'meminit')
+"""``io_backend`` keys of an LMDB besides ``type``: ``lmdb.open`` options."""
+
+_LMDB_FILES = ('data.mdb', 'meta_info.txt')
+_MAKE_LMDB = 'basicsr.utils.lmdb_util.make_lmdb_from_imgs (tools/make_lmdb.py)'
 _INT_SCALE = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
-
-
-def is_int(value: Any) -> bool:
-    """An integer option value (``True`` / ``False`` are not)."""
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-def is_training_phase(opt: Mapping[str, Any], owner: str) -> bool:
-    """``opt['phase'] == 'train'``; a clear error unless it is one of BasicSR's phases."""
-    phase = opt.get('phase')
-    if phase not in ('train', 'val', 'test'):
-        raise ValueError(
-            f"{owner}: phase must be 'train', 'val' or 'test', got {phase!r}; BasicSR sets it from the datasets key "
-            '(train / val*), set it yourself when building by hand.'
-        )
-    return phase == 'train'
-
 _CLIENT_KEY = 'img'
 
 
@@ -82,108 +74,96 @@ def decode_image(content: bytes | None, name: str, channels: int, owner: str) ->
 class ImageSource:
     """The images of one folder, or of one BasicSR LMDB, in name order (or those a meta-info file lists).
 
+    Building one is the rule of the options that name it: every problem raises
+    :class:`~qdr_plugin.option_rules.OptionsError` at ``<owner>.<key>`` (:class:`OptionsPathError`, also a
+    ``FileNotFoundError``, for a file or folder that is missing or not what the key needs). It lists the folder
+    (or reads the LMDB's ``meta_info.txt`` / the meta-info file), reads no image, and so also serves the pre-flight
+    check.
+
     Args:
         root: The folder (option value of ``key``).
         io_backend: The dataset's ``io_backend`` block: ``{type: disk}`` (default) or ``{type: lmdb, ...}`` with
-            LMDB open options (``readonly``, ``lock``, ``readahead``, ...).
-        owner: The dataset class name that starts error messages.
-        key: The option key of ``root`` (``dataroot_gt``, ``dataroot_lq``), named in error messages.
+            LMDB open options (:data:`LMDB_OPEN_KEYS`).
+        owner: The key path of the dataset block (the dataset class name when the dataset builds it): it starts
+            the key paths of option errors and the messages of read errors.
+        key: The option key of ``root`` (``dataroot_gt``, ``dataroot_lq``).
         what: What the folder holds, for messages (e.g. ``'clean images'``).
         meta_info_file: Disk only, optional (basicsr's ``meta_info_file``): a text file whose lines start with an
             image path relative to ``root`` (the first space-separated field; blank lines skipped), read in file
             order instead of listing ``root``; sub-folders allowed, e.g. ``CBSD68/101085.png``.
+        base_dir: The directory relative paths start from; ``None``: the working directory.
 
     Attributes:
         paths: For a folder, the image file paths sorted by name (or in ``meta_info_file`` order); for an LMDB,
             the keys (names without extension) of ``meta_info.txt``, sorted.
-
-    Raises:
-        ValueError: ``root`` is not a path, the backend type is not ``disk`` / ``lmdb``, or ``meta_info_file``
-            is given with an LMDB.
-        FileNotFoundError: The folder does not exist, holds no images, is not a BasicSR LMDB, or a listed image
-            is missing.
     """
 
     def __init__(self, root: Any, io_backend: Mapping[str, Any] | None, owner: str, key: str = 'dataroot_gt',
-                 what: str = 'images', meta_info_file: Any = None) -> None:
+                 what: str = 'images', meta_info_file: Any = None, base_dir: str | os.PathLike | None = None) -> None:
         self.owner, self.key = owner, key
-        self.backend_opt = dict(io_backend or {'type': 'disk'})
-        self.backend = self.backend_opt.pop('type', 'disk')
-        if self.backend not in ('disk', 'lmdb'):
-            raise ValueError(f"{owner}: io_backend type must be 'disk' or 'lmdb', got {self.backend!r}.")
-        if not isinstance(root, (str, os.PathLike)) or not str(root):
-            raise ValueError(f'{owner}: {key} must be the path of a folder of {what}, got {root!r}.')
-        self.root = str(root)
+        self.backend, self.backend_opt = _io_backend(io_backend, f'{owner}.io_backend')
+        if not isinstance(root, (str, os.PathLike)) or not os.fspath(root):
+            raise OptionsError(f'{owner}.{key}', f'must be the path of a folder of {what}', root,
+                               f'Add {key}: <folder> (relative paths start from the working directory).')
+        self.root = resolve(root, base_dir)
         if not osp.isdir(self.root):
-            raise FileNotFoundError(
-                f"{owner}: {key} folder '{self.root}' does not exist (or is not a folder); fix the path (relative "
-                'paths start from the working directory).'
-            )
+            raise OptionsPathError(f'{owner}.{key}', f'folder does not exist{looked_in(root, base_dir)}', root,
+                                   'Fix the path: relative paths start from the working directory, as in basicsr.')
         if meta_info_file is not None:
             if self.backend == 'lmdb':
-                raise ValueError(
-                    f'{owner}: meta_info_file is for image folders; an LMDB lists its images in its own '
-                    'meta_info.txt: remove meta_info_file or use io_backend: {type: disk}.'
-                )
-            self.paths = self._paths_from_meta_info(meta_info_file)
+                raise OptionsError(f'{owner}.meta_info_file', 'is for image folders (an LMDB lists its images itself)',
+                                   meta_info_file, 'Remove meta_info_file, or use io_backend: {type: disk}.')
+            self.paths = self._paths_from_meta_info(meta_info_file, base_dir)
         elif self.backend == 'lmdb':
-            self.paths = self._paths_from_lmdb()
+            self.paths = self._paths_from_lmdb(root)
             self.backend_opt.update(db_paths=[self.root], client_keys=[_CLIENT_KEY])
         else:
-            self.paths = self._paths_from_folder()
+            self.paths = self._paths_from_folder(root)
         self._client: FileClient | None = None
 
-    def _paths_from_folder(self) -> list[str]:
+    def _paths_from_folder(self, root: Any) -> list[str]:
         names = sorted(
             entry.name
             for entry in os.scandir(self.root)
             if entry.is_file() and not entry.name.startswith('.') and entry.name.lower().endswith(IMG_EXTENSIONS)
         )
         if not names:
-            hint = (
-                ' It looks like an LMDB folder: set io_backend: {type: lmdb}.'
-                if osp.isfile(osp.join(self.root, 'meta_info.txt'))
-                else ' Sub-folders are not searched.'
-            )
-            raise FileNotFoundError(
-                f"{self.owner}: {self.key} folder '{self.root}' holds no images ({', '.join(IMG_EXTENSIONS)}).{hint}"
-            )
+            hint = ('It looks like an LMDB: set io_backend: {type: lmdb}.'
+                    if osp.isfile(osp.join(self.root, 'meta_info.txt'))
+                    else f'Put images ({", ".join(IMG_EXTENSIONS)}) in it; sub-folders are not searched.')
+            raise OptionsPathError(f'{self.owner}.{self.key}', 'folder holds no images', root, hint)
         return [osp.join(self.root, name) for name in names]
 
-    def _paths_from_meta_info(self, meta_info_file: Any) -> list[str]:
-        if not isinstance(meta_info_file, (str, os.PathLike)) or not osp.isfile(meta_info_file):
-            raise FileNotFoundError(
-                f"{self.owner}: meta_info_file '{meta_info_file}' is not a file; fix the path (relative paths start "
-                'from the working directory) or remove it to read every image of the folder.'
-            )
-        with open(meta_info_file) as fin:
+    def _paths_from_meta_info(self, meta_info_file: Any, base_dir: str | os.PathLike | None) -> list[str]:
+        key_path = f'{self.owner}.meta_info_file'
+        file = resolve(meta_info_file, base_dir) if isinstance(meta_info_file, (str, os.PathLike)) else None
+        if file is None or not osp.isfile(file):
+            raise OptionsPathError(key_path, f'file does not exist{looked_in(file or "", base_dir)}', meta_info_file,
+                                   'Fix the path (relative paths start from the working directory) or remove it to '
+                                   f'read every image of {self.key}.')
+        with open(file) as fin:
             names = [line.split()[0] for line in fin if line.strip()]
         if not names:
-            raise FileNotFoundError(f"{self.owner}: meta_info_file '{meta_info_file}' lists no images.")
+            raise OptionsPathError(key_path, 'lists no images', meta_info_file,
+                                   f'Write one image path per line, relative to {self.key}.')
         paths = [osp.join(self.root, name) for name in names]
-        for name, path in zip(names, paths):
-            if not osp.isfile(path):
-                raise FileNotFoundError(
-                    f"{self.owner}: image '{path}' (line '{name}' of meta_info_file '{meta_info_file}', relative to "
-                    f"{self.key} '{self.root}') does not exist; fix the line or the {self.key} folder."
-                )
+        missing = next((name for name, path in zip(names, paths) if not osp.isfile(path)), None)
+        if missing is not None:
+            raise OptionsPathError(key_path, f"lists '{missing}', which is not in {self.key} ({self.root})",
+                                   meta_info_file, f'Fix that line or {self.key}: the lines are paths relative to it.')
         return paths
 
-    def _paths_from_lmdb(self) -> list[str]:
-        meta = osp.join(self.root, 'meta_info.txt')
-        if not osp.isfile(meta):
-            raise FileNotFoundError(
-                f"{self.owner}: {self.key} '{self.root}' has no meta_info.txt, so it is not a BasicSR LMDB; build one "
-                'with basicsr.utils.lmdb_util.make_lmdb_from_imgs, or use io_backend: {type: disk} for an image '
-                'folder.'
-            )
-        with open(meta) as fin:
+    def _paths_from_lmdb(self, root: Any) -> list[str]:
+        missing = [name for name in _LMDB_FILES if not osp.isfile(osp.join(self.root, name))]
+        if missing:
+            raise OptionsPathError(f'{self.owner}.{self.key}', f'is not a BasicSR LMDB: no {" / ".join(missing)} '
+                                   'inside', root, f'Build one with {_MAKE_LMDB}, or use io_backend: {{type: disk}} '
+                                   'for an image folder.')
+        with open(osp.join(self.root, 'meta_info.txt')) as fin:
             names = sorted(line.rsplit(' ', 2)[0] for line in fin if line.strip())
         if not names:
-            raise FileNotFoundError(
-                f"{self.owner}: {self.key} LMDB '{self.root}' lists no images in meta_info.txt; rebuild it with "
-                'basicsr.utils.lmdb_util.make_lmdb_from_imgs.'
-            )
+            raise OptionsPathError(f'{self.owner}.{self.key}', 'is an LMDB whose meta_info.txt lists no images', root,
+                                   f'Rebuild it with {_MAKE_LMDB}.')
         return [osp.splitext(name)[0] for name in names]
 
     def name(self, path: str) -> str:
@@ -206,3 +186,17 @@ class ImageSource:
                 'rebuild the LMDB.'
             )
         return decode_image(content, self.describe(path), channels, self.owner)
+
+
+def _io_backend(io_backend: Any, path: str) -> tuple[str, dict[str, Any]]:
+    """The rule of a dataset's ``io_backend`` block: ``(type, open options)``; ``~`` is ``{type: disk}``."""
+    if io_backend is None:
+        return 'disk', {}
+    if not isinstance(io_backend, Mapping):
+        raise OptionsError(path, 'must be a block', io_backend, 'Write io_backend: {type: disk}.')
+    backend = io_backend.get('type', 'disk')
+    if backend not in ('disk', 'lmdb'):
+        raise OptionsError(f'{path}.type', "must be 'disk' or 'lmdb'", backend,
+                           'Write io_backend: {type: disk} (an image folder) or {type: lmdb}.')
+    check_keys(io_backend, path, ['type', *(LMDB_OPEN_KEYS if backend == 'lmdb' else ())])
+    return backend, {k: v for k, v in io_backend.items() if k != 'type'}

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
+
+from .graph_rewrites import UP_SAMPLING, constant_values, graph_links
 
 FORBIDDEN_FOR_TENSORRT = ('QLinearConv', 'ConvInteger', 'MatMulInteger', 'DynamicQuantizeLinear', 'QLinearMatMul')
-UP_SAMPLING = ('DepthToSpace', 'Resize', 'Upsample')
 
 
 @dataclass
@@ -32,27 +32,6 @@ class CheckReport:
         lines = [f'{self.path} [{self.target or "any target"}]: {verdict}', f'  ops: {ops}']
         lines += [f'  - {p}' for p in self.problems]
         return '\n'.join(lines)
-
-
-def graph_links(graph: onnx.GraphProto) -> tuple[dict[str, onnx.NodeProto], dict[str, list[onnx.NodeProto]]]:
-    """``(producers, consumers)``: the node writing each tensor name, and the nodes reading it."""
-    producers = {out: node for node in graph.node for out in node.output}
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
-    return producers, consumers
-
-
-def constant_values(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
-    """Values of the graph's initializers and Constant nodes, by output name."""
-    values = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
-    for node in graph.node:
-        if node.op_type == 'Constant':
-            for attr in node.attribute:
-                if attr.name == 'value':
-                    values[node.output[0]] = numpy_helper.to_array(attr.t)
-    return values
 
 
 def _check_io(model: onnx.ModelProto, problems: list[str]) -> None:
@@ -113,8 +92,8 @@ def _check_tensorrt(graph: onnx.GraphProto, problems: list[str]) -> None:
 
 
 def check_onnx(path: str | Path, target: str | None = None) -> CheckReport:
-    """Check ``path`` (``onnx.checker``, I/O contract of DESIGN.md section 7, and TensorRT rules if
-    ``target == 'tensorrt'``)."""
+    """Check ``path``: ``onnx.checker``, the I/O contract (one float32 N x C x H x W ``input`` and ``output`` with
+    dynamic N, H, W), and TensorRT's explicit-quantization rules if ``target == 'tensorrt'``."""
     model = onnx.load(str(path))
     problems: list[str] = []
     try:

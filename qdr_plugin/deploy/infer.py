@@ -1,4 +1,6 @@
-"""Restore a folder of images with a PyTorch network or an ONNX model (DESIGN.md section 7 I/O), optionally in tiles.
+"""Restore a folder of images with a PyTorch network or an ONNX model, optionally in tiles.
+
+The I/O contract is the one of ``docs/deployment.md``.
 
 A restorer is any ``Callable[[np.ndarray], np.ndarray]`` taking and returning float32 ``N x C x H x W`` arrays with
 values in [0, 1] (RGB channel order for colour): :func:`torch_restorer` wraps an ``nn.Module``, :func:`onnx_restorer`

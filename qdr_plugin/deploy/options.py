@@ -12,8 +12,8 @@ from qdr_plugin.archs.basicsr_defaults import network_input_channels
 
 
 def read_options(path: str | Path) -> dict[str, Any]:
-    """The options file as a dict (the top-level ``scale`` copied into each dataset, as basicsr does); a clear
-    error if it is missing or has no ``network_g``."""
+    """The options file as a dict (each dataset given its ``phase`` and the top-level ``scale``, as basicsr does); a
+    clear error if it is missing or has no ``network_g``."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f'options file {path} does not exist.')
@@ -21,9 +21,11 @@ def read_options(path: str | Path) -> dict[str, Any]:
         opt = yaml.load(f, Loader=ordered_yaml()[0])
     if not isinstance(opt, dict) or 'network_g' not in opt:
         raise ValueError(f'{path}: no network_g block; give the options file the checkpoint was trained with.')
-    for dataset in (opt.get('datasets') or {}).values():  # as basicsr's parse_options: the scale reaches every set
-        if isinstance(dataset, dict) and 'scale' in opt:
-            dataset.setdefault('scale', opt['scale'])
+    for key, dataset in (opt.get('datasets') or {}).items():  # as basicsr's parse_options: phase, scale
+        if isinstance(dataset, dict):
+            dataset['phase'] = key.split('_')[0]
+            if 'scale' in opt:
+                dataset.setdefault('scale', opt['scale'])
     return opt
 
 

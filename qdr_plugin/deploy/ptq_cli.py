@@ -10,13 +10,14 @@ import tempfile
 from pathlib import Path
 from typing import NoReturn
 
+from qdr_plugin.data.calibration import calibration_inputs
 from qdr_plugin.quant import is_quantized
 from qdr_plugin.utils.checkpoint import load_networks
 
 from .check import check_onnx
 from .onnx_export import TARGETS, ExportError, export_onnx
 from .options import input_channels, read_options
-from .ptq import METHODS, calibration_inputs, quantize_onnx_ptq
+from .ptq import METHODS, quantize_onnx_ptq
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -25,12 +25,19 @@ Guards: a non-finite gradient norm skips the update; :math:`\theta` is clamped, 
 
 from __future__ import annotations
 
+import inspect
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
 
+from qdr_plugin.option_rules import OptionsError, check_keys, need_choice, need_number
+
 LMR_TYPES = ('gradnorm', 'uncertainty')
+
+_EXAMPLES = {'lr': '0.025', 'w_min': '1.0e-4', 'w_max': '1.0e+4', 'target_ratio': '1.0', 'init_kd_weight': '1.0'}
 
 
 class LearnableMagnitudeReweighting(nn.Module):
@@ -46,12 +53,10 @@ class LearnableMagnitudeReweighting(nn.Module):
         init_kd_weight: float = 1.0,
     ):
         super().__init__()
-        if type not in LMR_TYPES:
-            raise ValueError(f'train.lmr_opt.type must be one of {LMR_TYPES}, got {type!r}.')
-        if not 0 < w_min < w_max:
-            raise ValueError(f'train.lmr_opt needs 0 < w_min < w_max, got w_min={w_min}, w_max={w_max}.')
-        if not target_ratio > 0 or not lr > 0 or not init_kd_weight > 0:
-            raise ValueError('train.lmr_opt: lr, target_ratio and init_kd_weight must be positive.')
+        self.check_options(
+            {'type': type, 'lr': lr, 'w_min': w_min, 'w_max': w_max, 'target_ratio': target_ratio,
+             'init_kd_weight': init_kd_weight}
+        )
         self.type = type
         self.bounds = (math.log(w_min), math.log(w_max))
         self.target_ratio = target_ratio
@@ -61,6 +66,22 @@ class LearnableMagnitudeReweighting(nn.Module):
         self.grad_norms = torch.full((2,), float('nan'))
         self._feature_grad: torch.Tensor | None = None
         self._kd_grad: torch.Tensor | None = None
+
+    @classmethod
+    def check_options(cls, opt: Mapping[str, Any], path: str = 'train.lmr_opt') -> None:
+        """The rules of ``train.lmr_opt`` (the constructor's keyword arguments; an absent key takes its default,
+        ``~`` is refused): ``type`` one of :data:`LMR_TYPES`, ``lr``, ``target_ratio``, ``init_kd_weight``,
+        ``w_min`` and ``w_max`` numbers > 0 with ``w_min < w_max``. Raises
+        :class:`~qdr_plugin.option_rules.OptionsError` at ``<path>.<key>``."""
+        defaults = {name: param.default for name, param in inspect.signature(cls).parameters.items()}
+        check_keys(opt, path, defaults)
+        values = {**defaults, **opt}
+        need_choice(values, path, 'type', LMR_TYPES, required=True)
+        for key, example in _EXAMPLES.items():
+            need_number(values, path, key, above=True, required=True, example=example)
+        if not values['w_min'] < values['w_max']:
+            raise OptionsError(f'{path}.w_min', f"must be below w_max ({values['w_max']})", values['w_min'],
+                               'Keep 0 < w_min < w_max, e.g. w_min: 1.0e-4, w_max: 1.0e+4.')
 
     @property
     def weights(self) -> torch.Tensor:

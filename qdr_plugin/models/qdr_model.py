@@ -1,6 +1,6 @@
 """``QDRModel``: quantization-aware training with FP32 self-distillation, DFD and LMR, on basicsr's ``SRModel``.
 
-Stages (DESIGN.md section 3):
+Stages (docs/method.md):
 
 A. FP32: ``train.fp32_warmup_iter`` iterations of plain FP32 training (or none, with ``path.pretrain_network_g``
    an FP32 checkpoint).
@@ -36,11 +36,11 @@ import os
 import time
 import warnings
 from collections import OrderedDict
+from collections.abc import Iterator
 from copy import deepcopy
 
 import torch
 import torch.nn.functional as F
-from basicsr.data import build_dataset
 from basicsr.losses import build_loss
 from basicsr.metrics import calculate_metric
 from basicsr.models.sr_model import SRModel
@@ -50,40 +50,37 @@ from basicsr.utils.registry import MODEL_REGISTRY
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from qdr_plugin.archs.basicsr_defaults import default_dfd_layer, example_input
+from qdr_plugin.archs.basicsr_defaults import default_dfd_layer
+from qdr_plugin.data.calibration import training_calibration_batches
 from qdr_plugin.dist import broadcast_module, sync_lmr, wrap_ddp
 from qdr_plugin.losses import LearnableMagnitudeReweighting
+from qdr_plugin.prepare import prepare
 from qdr_plugin.quant import (
     QuantConfig,
-    calibrate,
-    fold_batchnorm,
     is_quantized,
     is_quantized_state_dict,
     project_step_sizes,
-    quantize_model,
     quantizer_parameters,
 )
 from qdr_plugin.registry import register
-from qdr_plugin.train import rng_state, set_rng_state
 from qdr_plugin.utils.atomic import atomic_torch_save
 from qdr_plugin.utils.checkpoint import build_teacher
+from qdr_plugin.utils.rng import rng_state, set_rng_state
 
 from .feature_capture import FeatureCapture
+from .train_options import DFD_KEYS, OPTIMIZERS, check_train_options
 
-DFD_KEYS = ('layer', 'decoder_stages', 'decoder_layers')
 
-
-def _loss_from_options(options: dict, ours: tuple[str, ...], key: str) -> nn.Module:
-    """A basicsr loss from an options block, minus our own keys."""
-    options = {k: v for k, v in options.items() if k not in ours}
-    if 'type' not in options:
-        raise ValueError(f'train.{key}.type is missing: the distance, e.g. L1Loss, MSELoss or CharbonnierLoss.')
-    return build_loss(options)
+def _loss_from_options(options: dict, ours: tuple[str, ...]) -> nn.Module:
+    """A basicsr loss from an options block (checked by :func:`check_train_options`), minus our own keys."""
+    return build_loss({k: v for k, v in options.items() if k not in ours})
 
 
 @register(MODEL_REGISTRY)
 class QDRModel(SRModel):
     """QDR quantization-aware training (see the module docstring)."""
+
+    check_train_options = staticmethod(check_train_options)  # the train: rules, also run by the pre-flight check
 
     def __init__(self, opt: dict):
         self.quant_config = QuantConfig.from_options(opt.get('quant'))
@@ -101,7 +98,7 @@ class QDRModel(SRModel):
         state = checkpoint.get(param_key, checkpoint.get('params', checkpoint))
         bare = self.get_bare_model(net)
         if is_quantized_state_dict(state) and not is_quantized(bare):
-            quantize_model(bare, self.quant_config, example_input(bare, self.opt['network_g']))
+            prepare(bare, self.opt['network_g'], self.quant_config)
         self._checkpoint_extras = {k: checkpoint[k] for k in ('params_teacher', 'params_lmr') if k in checkpoint}
         super().load_network(net, load_path, strict, param_key)
 
@@ -122,19 +119,14 @@ class QDRModel(SRModel):
 
     def init_training_settings(self) -> None:
         train_opt = self.opt['train']
-        if train_opt.get('ema_decay', 0) > 0:
-            raise ValueError('QDRModel does not support train.ema_decay yet: remove it (or set it to 0).')
-        self.fp32_warmup_iter = int(train_opt.get('fp32_warmup_iter', 0))
-        if self.fp32_warmup_iter < 0:
-            raise ValueError(f'train.fp32_warmup_iter must be >= 0, got {self.fp32_warmup_iter}.')
+        self.check_train_options(train_opt)
+        self.fp32_warmup_iter = train_opt.get('fp32_warmup_iter') or 0
         self.cri_dfd = self.cri_okd = self.lmr = None
         if train_opt.get('dfd_opt'):
-            self.cri_dfd = _loss_from_options(train_opt['dfd_opt'], DFD_KEYS, 'dfd_opt')
+            self.cri_dfd = _loss_from_options(train_opt['dfd_opt'], DFD_KEYS)
         if train_opt.get('output_kd_opt'):
-            self.cri_okd = _loss_from_options(train_opt['output_kd_opt'], (), 'output_kd_opt')
+            self.cri_okd = _loss_from_options(train_opt['output_kd_opt'], ())
         if train_opt.get('lmr_opt'):
-            if self.cri_dfd is None:
-                raise ValueError('train.lmr_opt balances reconstruction against DFD at the bottleneck: add dfd_opt.')
             self.lmr = LearnableMagnitudeReweighting(**train_opt['lmr_opt'])
             if 'params_lmr' in self._checkpoint_extras:
                 self.lmr.load_state_dict(self._checkpoint_extras['params_lmr'])
@@ -184,43 +176,32 @@ class QDRModel(SRModel):
             layers += [d for d in decoder if d not in layers]
         return layers
 
-    def _calibration_batches(self) -> list[torch.Tensor]:
-        dataset_opt = deepcopy(self.opt['datasets']['train'])
-        if self.quant_config.calib_size is not None:
-            dataset_opt['gt_size'] = self.quant_config.calib_size
-        dataset = build_dataset(dataset_opt)
-        generator = torch.Generator().manual_seed(self.opt.get('manual_seed') or 0)
-        loader = torch.utils.data.DataLoader(
-            dataset, batch_size=dataset_opt['batch_size_per_gpu'], shuffle=True, generator=generator, drop_last=False
-        )
-        batches = []
-        for batch in loader:
-            batches.append(batch['lq'].to(self.device))
-            if len(batches) == self.quant_config.calib_batches:
-                break
-        return batches
+    def _calibration_batches(self) -> Iterator[torch.Tensor]:
+        """QAT's calibration batches: ``quant.calib_batches`` training batches of crop side ``quant.calib_size``
+        (:func:`qdr_plugin.data.calibration.training_calibration_batches`, drawn as they are iterated)."""
+        cfg = self.quant_config
+        return training_calibration_batches(self.opt['datasets']['train'], cfg.calib_batches, cfg.calib_size,
+                                            self.opt.get('manual_seed') or 0, self.device)
 
     def _start_qat(self, current_iter: int = 0) -> None:
-        """Fold BatchNorm, snapshot the FP32 teacher, quantize and calibrate the student."""
+        """Fold BatchNorm, snapshot the FP32 teacher, quantize and calibrate the student (:func:`prepare`)."""
         logger = get_root_logger()
         net = self.get_bare_model(self.net_g)
-        if self.quant_config.fold_bn:
-            fold_batchnorm(net)
+        cfg = self.quant_config
+        prepared = prepare(net, self.opt['network_g'], cfg, self._calibration_batches(), keep_float=True)
+        teacher = prepared.float_network
         if current_iter > 0:
-            self.save_network(net, 'net_g', 'fp32')
-        teacher = deepcopy(net)
-        quantize_model(net, self.quant_config, example_input(net, self.opt['network_g']))
+            self.save_network(teacher, 'net_g', 'fp32')
         self._set_teacher(teacher)
         if hasattr(self, 'best_metric_results'):  # the best checkpoint is the best *quantized* student
             del self.best_metric_results
-        cfg = self.quant_config
-        n = calibrate(net, self._calibration_batches(), cfg.calibration, cfg.percentile)
         broadcast_module(net)  # the ranks calibrated on differently augmented batches: rank 0's step sizes for all
         broadcast_module(teacher)
         if isinstance(self.net_g, DistributedDataParallel):  # at init the net is still bare (wrapped after set-up)
             self.net_g = net
             self._wrap_ddp()  # a new DDP: it must all-reduce the step sizes too
-        logger.info(f'QAT starts at iter {current_iter}: {n} activation quantizers calibrated ({cfg.calibration}).')
+        logger.info(f'QAT starts at iter {current_iter}: {prepared.calibrated} activation quantizers calibrated '
+                    f'({cfg.calibration}).')
 
     def setup_optimizers(self) -> None:
         """One optimizer, two groups: weights (``optim_g`` as given) and step sizes (no weight decay)."""
@@ -236,10 +217,8 @@ class QDRModel(SRModel):
         self.optimizers.append(self.optimizer_g)
 
     def get_optimizer(self, optim_type: str, params, lr: float, **kwargs) -> torch.optim.Optimizer:
-        optimizers = {'Adam': torch.optim.Adam, 'AdamW': torch.optim.AdamW, 'SGD': torch.optim.SGD}
-        if optim_type not in optimizers:
-            raise ValueError(f'train.optim_g.type must be one of {list(optimizers)}, got {optim_type!r}.')
-        return optimizers[optim_type](params, lr, **kwargs)
+        """``train.optim_g.type`` (one of :data:`~qdr_plugin.models.train_options.OPTIMIZERS`) over ``params``."""
+        return OPTIMIZERS[optim_type](params, lr, **kwargs)
 
     def setup_schedulers(self) -> None:
         train_opt = deepcopy(self.opt['train'])

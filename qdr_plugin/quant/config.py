@@ -1,11 +1,12 @@
-"""``QuantConfig``: what to quantize and how, read from the ``quant:`` block of an options YAML."""
+"""``QuantConfig``: what to quantize and how, read from the ``quant:`` block of an options YAML, with its rules."""
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
+
+from qdr_plugin.option_rules import OptionsError, check_keys, join, need_bool, need_choice, need_int, need_number
 
 CALIBRATION_METHODS = ('max', 'percentile', 'mse')
 WEIGHT_INIT_METHODS = ('max', 'mse')
@@ -52,45 +53,71 @@ class QuantConfig:
     unsigned_relu: bool = False
 
     def __post_init__(self) -> None:
-        for name in ('weight_bits', 'act_bits'):
-            bits = getattr(self, name)
-            if isinstance(bits, bool) or not isinstance(bits, int) or not 2 <= bits <= 16:
-                raise ValueError(f'quant.{name} must be an integer from 2 to 16, got {bits!r}.')
-        if self.calibration not in CALIBRATION_METHODS:
-            raise ValueError(f'quant.calibration must be one of {CALIBRATION_METHODS}, got {self.calibration!r}.')
-        if self.weight_init not in WEIGHT_INIT_METHODS:
-            raise ValueError(f'quant.weight_init must be one of {WEIGHT_INIT_METHODS}, got {self.weight_init!r}.')
-        if not 50.0 < float(self.percentile) <= 100.0:
-            raise ValueError(f'quant.percentile must be in (50, 100], got {self.percentile!r}.')
-        if isinstance(self.calib_batches, bool) or not isinstance(self.calib_batches, int) or self.calib_batches < 1:
-            raise ValueError(f'quant.calib_batches must be a positive integer, got {self.calib_batches!r}.')
-        if self.calib_size is not None and (
-            isinstance(self.calib_size, bool) or not isinstance(self.calib_size, int) or self.calib_size < 1
-        ):
-            raise ValueError(f'quant.calib_size must be a positive integer (the crop side), got {self.calib_size!r}.')
+        """Check every field with the rules of the ``quant:`` block (:meth:`check_options`)."""
         if isinstance(self.keep_fp32, str):
             self.keep_fp32 = [self.keep_fp32]
-        if not all(isinstance(p, str) for p in self.keep_fp32):
-            raise ValueError(f'quant.keep_fp32 must be a list of module-name patterns, got {self.keep_fp32!r}.')
-        for name in ('act_symmetric', 'learn_step', 'fold_bn', 'unsigned_relu'):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f'quant.{name} must be true or false, got {getattr(self, name)!r}.')
+        self.check_options({f.name: getattr(self, f.name) for f in fields(self)})
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any] | None, path: str = 'quant') -> dict[str, Any]:
+        """The rules of the ``quant:`` block; returns the constructor's keyword arguments (``bits`` expanded).
+
+        Keys are the fields plus ``bits`` (sets both ``weight_bits`` and ``act_bits`` unless they are given).
+        A field given as ``~`` is refused, except ``calib_size`` (``~``: keep the training ``gt_size``). Raises
+        :class:`~qdr_plugin.option_rules.OptionsError` at ``<path>.<key>``.
+        """
+        if options is None:
+            return {}
+        if not isinstance(options, Mapping):
+            raise OptionsError(path, 'must be a block of key: value pairs', options,
+                               'Write quant: {bits: 8} or omit it.')
+        kwargs = dict(options)
+        check_keys(kwargs, path, ['bits', *_FIELD_RULES])
+        if 'bits' in kwargs:
+            _check_bits(kwargs, path, 'bits')
+            bits = kwargs.pop('bits')
+            kwargs.setdefault('weight_bits', bits)
+            kwargs.setdefault('act_bits', bits)
+        for key in kwargs:
+            _FIELD_RULES[key](kwargs, path, key)
+        return kwargs
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any] | None) -> QuantConfig:
-        """Build from the ``quant:`` options block. ``bits: b`` sets both ``weight_bits`` and ``act_bits``.
+        """Build from the ``quant:`` options block (:meth:`check_options` states its rules)."""
+        return cls(**cls.check_options(options))
 
-        Unknown keys raise ``ValueError`` with the closest valid key.
-        """
-        options = dict(options or {})
-        if 'bits' in options:
-            bits = options.pop('bits')
-            options.setdefault('weight_bits', bits)
-            options.setdefault('act_bits', bits)
-        valid = [f.name for f in fields(cls)]
-        for key in options:
-            if key not in valid:
-                close = difflib.get_close_matches(key, valid + ['bits'], n=1)
-                hint = f" Did you mean '{close[0]}'?" if close else f' Valid keys: bits, {", ".join(valid)}.'
-                raise ValueError(f"Unknown key 'quant.{key}'.{hint}")
-        return cls(**options)
+
+def _check_bits(block: Mapping[str, Any], path: str, key: str) -> None:
+    need_int(block, path, key, 2, maximum=16, required=True, example='8')
+
+
+def _check_patterns(block: Mapping[str, Any], path: str, key: str) -> None:
+    value = block.get(key)
+    if isinstance(value, str):
+        return
+    if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
+        raise OptionsError(join(path, key), 'must be a list of module-name patterns', value,
+                           f"Write e.g. {key}: ['head', 'tail.*'] (fnmatch patterns of model.named_modules() names).")
+
+
+def _check_flag(block: Mapping[str, Any], path: str, key: str) -> None:
+    need_bool(block, path, key, required=True)
+
+
+_FIELD_RULES: dict[str, Callable[[Mapping[str, Any], str, str], Any]] = {
+    'weight_bits': _check_bits,
+    'act_bits': _check_bits,
+    'act_symmetric': _check_flag,
+    'keep_fp32': _check_patterns,
+    'calibration': lambda block, path, key: need_choice(block, path, key, CALIBRATION_METHODS, required=True),
+    'percentile': lambda block, path, key: need_number(block, path, key, minimum=50, above=True, maximum=100,
+                                                       required=True, example='99.99'),
+    'calib_batches': lambda block, path, key: need_int(block, path, key, 1, required=True, example='8'),
+    'calib_size': lambda block, path, key: need_int(block, path, key, 1, example='128'),
+    'weight_init': lambda block, path, key: need_choice(block, path, key, WEIGHT_INIT_METHODS, required=True),
+    'learn_step': _check_flag,
+    'fold_bn': _check_flag,
+    'unsigned_relu': _check_flag,
+}
+"""The rule of each field: ``rule(block, path, key)`` raises :class:`OptionsError` at ``<path>.<key>``."""

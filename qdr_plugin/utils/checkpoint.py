@@ -10,8 +10,8 @@ import torch
 from basicsr.archs import build_network
 from torch import nn
 
-from qdr_plugin.archs.basicsr_defaults import example_input
-from qdr_plugin.quant import QuantConfig, fold_batchnorm, is_quantized_state_dict, quantize_model
+from qdr_plugin.prepare import prepare
+from qdr_plugin.quant import QuantConfig, fold_batchnorm, is_quantized_state_dict
 
 
 def build_teacher(network_opt: Mapping[str, Any], state: Mapping[str, torch.Tensor], fold_bn: bool = True) -> nn.Module:
@@ -35,7 +35,7 @@ def load_networks(
     config = QuantConfig.from_options(quant_opt)
     student = build_network(dict(network_opt))
     if is_quantized_state_dict(checkpoint['params']):
-        quantize_model(student, config, example_input(student, network_opt))
+        prepare(student, network_opt, config)
     student.load_state_dict(checkpoint['params'])
     teacher = None
     if 'params_teacher' in checkpoint:

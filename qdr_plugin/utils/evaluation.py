@@ -1,4 +1,4 @@
-"""PSNR / SSIM of a restoration network over a basicsr dataset, with the protocol of DESIGN.md section 5
+"""PSNR / SSIM of a restoration network over a basicsr dataset, with the protocol of docs/evaluation.md
 (8-bit rounded output, basicsr's ``calculate_psnr`` / ``calculate_ssim``)."""
 
 from __future__ import annotations

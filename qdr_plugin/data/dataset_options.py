@@ -1,0 +1,53 @@
+"""basicsr's generic dataset keys (the ones basicsr sets or reads for every dataset) and their rules.
+
+A dataset's own ``check_options`` refuses keys that are neither its own nor in :data:`GENERIC_DATASET_KEYS`
+(:func:`check_dataset_keys`) and reads ``phase`` through :func:`training_phase`; the pre-flight checker applies
+:func:`check_loader_options` (keys basicsr's ``build_dataloader`` reads) to every dataset.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from qdr_plugin.option_rules import OptionsError, check_keys, need_bool, need_int, need_number
+
+__all__ = ['GENERIC_DATASET_KEYS', 'PHASES', 'check_dataset_keys', 'check_loader_options', 'training_phase']
+
+GENERIC_DATASET_KEYS = (
+    'name', 'type', 'phase', 'num_worker_per_gpu', 'batch_size_per_gpu', 'dataset_enlarge_ratio', 'prefetch_mode',
+    'num_prefetch_queue', 'pin_memory', 'persistent_workers', 'use_shuffle', 'filename_tmpl', 'scale',
+)
+"""Keys of a ``datasets`` entry that basicsr sets (``phase``; ``scale`` from the top level) or reads itself."""
+
+PHASES = ('train', 'val', 'test')
+"""The phases basicsr gives datasets (the ``datasets`` key up to its first ``_``)."""
+
+
+def check_dataset_keys(opt: Mapping[str, Any], path: str, own_keys: Iterable[str]) -> None:
+    """Every key of the dataset block ``opt`` must be one of the dataset's ``own_keys`` or a generic one."""
+    check_keys(opt, path, [*own_keys, *GENERIC_DATASET_KEYS])
+
+
+def training_phase(opt: Mapping[str, Any], path: str) -> bool:
+    """``opt['phase'] == 'train'``; the phase must be one of :data:`PHASES`."""
+    phase = opt.get('phase')
+    if phase not in PHASES:
+        raise OptionsError(f'{path}.phase', "must be 'train', 'val' or 'test'", phase,
+                           'BasicSR sets it from the datasets key (train / val*); set it yourself when building by '
+                           'hand.')
+    return phase == 'train'
+
+
+def check_loader_options(opt: Mapping[str, Any], path: str, phase: str) -> None:
+    """The keys basicsr's ``build_dataloader`` reads: batch size and workers (required for training), the
+    enlarge ratio, the loader switches and ``prefetch_mode``."""
+    for key in ('pin_memory', 'persistent_workers', 'use_shuffle'):
+        need_bool(opt, path, key)
+    if phase == 'train':
+        need_int(opt, path, 'batch_size_per_gpu', 1, required=True, example='8')
+        need_int(opt, path, 'num_worker_per_gpu', 0, required=True, example='0')
+        need_number(opt, path, 'dataset_enlarge_ratio', above=True, example='1')
+    prefetch = opt.get('prefetch_mode')
+    if prefetch not in (None, 'cpu', 'cuda'):
+        raise OptionsError(f'{path}.prefetch_mode', "must be ~, 'cpu' or 'cuda'", prefetch, 'Write prefetch_mode: ~.')
