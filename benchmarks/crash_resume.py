@@ -39,6 +39,7 @@ import torch
 import yaml
 
 import qdr_plugin.cli
+from qdr_plugin.utils.checkpoint import RECORD_KEY
 
 STATE = re.compile(r'^(\d+)\.state$')
 DIRECT = (
@@ -163,7 +164,7 @@ def _compare(first: Path, second: Path, atol: float) -> tuple[bool, float, int]:
     if a.keys() != b.keys():
         print(f'checkpoint keys differ: {sorted(a)} vs {sorted(b)}')
         return False, float('inf'), 0
-    worst, count, same = 0.0, 0, True
+    worst, count, same = 0.0, 0, a.pop(RECORD_KEY, None) == b.pop(RECORD_KEY, None)  # the training records
     for key in a:
         if a[key].keys() != b[key].keys():
             print(f'{key}: tensor names differ')

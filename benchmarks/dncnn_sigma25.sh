@@ -32,25 +32,25 @@ train() {  # train <options file> <experiment name>: unless its final checkpoint
 }
 
 train "$opt" qdr_dncnn_sigma25
-basicsr export -opt "$opt" --ckpt "$pretrained" --fp32 --out "$out/dncnn_sigma25_fp32.onnx"
+basicsr export -opt "$opt" --ckpt "$pretrained" --fp32 --out "$out/dncnn_sigma25_fp32.onnx" --overwrite
 basicsr export -opt "$opt" --ckpt experiments/qdr_dncnn_sigma25/models/net_g_latest.pth --target onnxruntime \
-  --out "$out/dncnn_sigma25_qdr_int8.onnx"
+  --out "$out/dncnn_sigma25_qdr_int8.onnx" --overwrite
 models=(--model "fp32=$out/dncnn_sigma25_fp32.onnx")
 for calib in minmax percentile entropy; do
-  basicsr ptq -opt "$opt" --ckpt "$pretrained" --calib "$calib" --out "$out/dncnn_sigma25_ptq_$calib.onnx"
+  basicsr ptq -opt "$opt" --ckpt "$pretrained" --calib "$calib" --out "$out/dncnn_sigma25_ptq_$calib.onnx" --overwrite
   models+=(--model "ptq_$calib=$out/dncnn_sigma25_ptq_$calib.onnx")
 done
 if [ "$ablation" = 1 ]; then
   for v in qat qat_okd qat_deckd qdr_fixed qdr; do
     train "options/ablation/dncnn_sigma25_$v.yml" "ablation_dncnn_sigma25_$v"
     basicsr export -opt "$opt" --ckpt "experiments/ablation_dncnn_sigma25_$v/models/net_g_latest.pth" \
-      --target onnxruntime --out "$out/dncnn_sigma25_ablation_$v.onnx"
+      --target onnxruntime --out "$out/dncnn_sigma25_ablation_$v.onnx" --overwrite
     models+=(--model "ablation_$v=$out/dncnn_sigma25_ablation_$v.onnx")
   done
 fi
 models+=(--model "qdr=$out/dncnn_sigma25_qdr_int8.onnx")
-basicsr bench -opt "$opt" "${models[@]}" --reference fp32 --datasets BSD68 Set12 --sigmas 25 --out "$out/dncnn_sigma25"
+basicsr bench -opt "$opt" "${models[@]}" --reference fp32 --datasets BSD68 Set12 --sigmas 25 --out "$out/dncnn_sigma25" --overwrite
 if [ "$sensitivity" = 1 ]; then  # the published FP32 network, quantized with the options' quant block, one layer at a time
   basicsr bench -opt "$opt" --model "fp32_pytorch=$pretrained" --datasets Set12 --sigmas 25 --max-images 4 --no-speed \
-    --sensitivity fp32_pytorch --out "$out/dncnn_sigma25_sensitivity"
+    --sensitivity fp32_pytorch --out "$out/dncnn_sigma25_sensitivity" --overwrite
 fi

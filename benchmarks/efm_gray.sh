@@ -15,4 +15,4 @@ fp32=experiments/qdr_denoise_bsd68/models/net_g_fp32.pth
 qdr=experiments/qdr_denoise_bsd68_ort/models/net_g_latest.pth
 bash benchmarks/efm_table.sh "$opt" "$fp32" "$qdr" efm_gray Set12 BSD68   # the QDR run's FP32 teacher vs QDR vs PTQ
 basicsr bench -opt "$opt" --model "qdr_pytorch=$qdr" --datasets Set12 --sigmas 25 --max-images 4 --no-speed \
-  --sensitivity qdr_pytorch --out "$out/efm_gray_sensitivity"
+  --sensitivity qdr_pytorch --out "$out/efm_gray_sensitivity" --overwrite

@@ -10,12 +10,12 @@ opt=$1 fp32=$2 qdr=$3 name=$4
 shift 4
 out=benchmarks/out
 mkdir -p "$out"
-basicsr export -opt "$opt" --ckpt "$fp32" --fp32 --out "$out/${name}_fp32.onnx"
-basicsr export -opt "$opt" --ckpt "$qdr" --target onnxruntime --out "$out/${name}_qdr_int8.onnx"
+basicsr export -opt "$opt" --ckpt "$fp32" --fp32 --out "$out/${name}_fp32.onnx" --overwrite
+basicsr export -opt "$opt" --ckpt "$qdr" --target onnxruntime --out "$out/${name}_qdr_int8.onnx" --overwrite
 models=(--model "fp32=$out/${name}_fp32.onnx")
 for calib in minmax percentile; do
-  basicsr ptq -opt "$opt" --ckpt "$fp32" --calib "$calib" --out "$out/${name}_ptq_$calib.onnx"
+  basicsr ptq -opt "$opt" --ckpt "$fp32" --calib "$calib" --out "$out/${name}_ptq_$calib.onnx" --overwrite
   models+=(--model "ptq_$calib=$out/${name}_ptq_$calib.onnx")
 done
 models+=(--model "qdr=$out/${name}_qdr_int8.onnx")
-basicsr bench -opt "$opt" "${models[@]}" --reference fp32 --datasets "$@" --sigmas 15 25 50 --out "$out/$name"
+basicsr bench -opt "$opt" "${models[@]}" --reference fp32 --datasets "$@" --sigmas 15 25 50 --out "$out/$name" --overwrite

@@ -15,9 +15,15 @@ plugin registered first and ``root_path`` = the current directory (``experiments
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import logging
+import multiprocessing
 import os
 import sys
+from typing import NoReturn
+
+from qdr_plugin.errors import UserError
 
 COMMANDS = {
     'train': ('train a network with basicsr\'s training loop (plugin archs, models and datasets registered)', None),
@@ -46,33 +52,21 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _check_options(command: str, rest: list[str]) -> None:
-    """Validate the options file before basicsr reads data or builds a network (one clear line on error)."""
-    from qdr_plugin.options_check import OptionsError, check_options_file
+    """Check the options file as basicsr will read it (its ``--force_yml`` entries applied) before basicsr reads
+    data or builds a network; a mistake raises an ``OptionsError`` (a :class:`UserError`) naming the key."""
+    from qdr_plugin.options_check import check_options_file
 
-    peek = argparse.ArgumentParser(add_help=False)
+    peek = argparse.ArgumentParser(prog=f'basicsr {command}', add_help=False)
     peek.add_argument('-opt')
+    peek.add_argument('--force_yml', nargs='+')
     known, _ = peek.parse_known_args(rest)
     if known.opt is None or '-h' in rest or '--help' in rest:
         return  # basicsr's own parser reports the missing -opt / prints its help
-    try:
-        check_options_file(known.opt, is_train=command == 'train')
-    except OptionsError as error:
-        sys.exit(f'basicsr {command}: {error}')
+    check_options_file(known.opt, is_train=command == 'train', force_yml=known.force_yml)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Entry point of the ``basicsr`` console script and of ``python -m qdr_plugin``."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = _parser()
-    if not argv or argv[0] in ('-h', '--help'):
-        parser.print_help()
-        sys.exit(0 if argv else 2)
-    command, rest = argv[0], argv[1:]
-    if command not in COMMANDS:
-        parser.error(f"unknown command '{command}' (choose from {', '.join(COMMANDS)})")
-
-    import qdr_plugin  # noqa: F401  (registers the plugin before basicsr builds anything)
-
+def _run(command: str, rest: list[str]) -> None:
+    """Run ``command`` with its arguments ``rest``: a plugin sub-command, or basicsr's train / test pipeline."""
     target = COMMANDS[command][1]
     if target is not None:
         module, function = target.split(':')
@@ -89,3 +83,79 @@ def main(argv: list[str] | None = None) -> None:
         from basicsr.test import test_pipeline
 
         test_pipeline(root_path)
+
+
+def _loggers() -> list[logging.Logger]:
+    """The root logger and every named logger created so far (basicsr's among them)."""
+    named = [logger for logger in logging.Logger.manager.loggerDict.values() if isinstance(logger, logging.Logger)]
+    return [logging.getLogger(), *named]
+
+
+def user_message(error: UserError) -> str:
+    """The one line a :class:`UserError` states. A UserError raised in a DataLoader worker reaches the main process
+    with the worker's traceback in its message (``Caught UserError in DataLoader worker ...``): its last line."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if len(lines) > 1 and lines[0].startswith('Caught '):
+        return lines[-1].split(f'{type(error).__name__}: ', 1)[-1]
+    return ' '.join(lines) or type(error).__name__
+
+
+def _flush_logs(line: str, into_log_files: bool) -> None:
+    """Flush every logging handler, so that the log lines printed so far come before ``line``; with
+    ``into_log_files``, also append ``line`` to the log files still open (basicsr's ``train_*.log``)."""
+    record = logging.makeLogRecord({'msg': line, 'levelno': logging.ERROR, 'levelname': 'ERROR'})
+    for logger in _loggers():
+        for handler in logger.handlers:
+            stream = getattr(handler, 'stream', None)
+            if stream is None or getattr(stream, 'closed', False):
+                continue
+            with contextlib.suppress(ValueError, OSError):
+                if into_log_files and isinstance(handler, logging.FileHandler):
+                    handler.emit(record)
+                handler.flush()
+
+
+def _end_worker_processes() -> None:
+    """End the command's child processes (DataLoader workers still loading the next batches), so that nothing they
+    print comes after the last line."""
+    children = multiprocessing.active_children()
+    for child in children:
+        child.terminate()
+    for child in children:
+        child.join(timeout=5)
+
+
+def _stop(command: str, error: UserError) -> NoReturn:
+    """Print ``basicsr <command>: <message>`` as the last line on stderr, after every log line (and into the run's
+    log file for ``train`` / ``test``), and exit with status 2."""
+    line = f'basicsr {command}: {user_message(error)}'
+    _end_worker_processes()
+    _flush_logs(line, into_log_files=COMMANDS[command][1] is None)
+    with contextlib.suppress(ValueError, OSError):
+        sys.stdout.flush()
+    print(line, file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``basicsr`` console script and of ``python -m qdr_plugin``.
+
+    A :class:`~qdr_plugin.errors.UserError` from any command ends the run with its one line, ``basicsr <command>:
+    <message>``, printed last on stderr without a traceback, and exit status 2; any other exception keeps its
+    traceback.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = _parser()
+    if not argv or argv[0] in ('-h', '--help'):
+        parser.print_help()
+        sys.exit(0 if argv else 2)
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        parser.error(f"unknown command '{command}' (choose from {', '.join(COMMANDS)})")
+
+    import qdr_plugin  # noqa: F401  (registers the plugin before basicsr builds anything)
+
+    try:
+        _run(command, rest)
+    except UserError as error:
+        _stop(command, error)

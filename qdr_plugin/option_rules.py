@@ -24,6 +24,8 @@ from numbers import Integral, Real
 from os import path as osp
 from typing import Any
 
+from qdr_plugin.errors import UserError
+
 __all__ = [
     'MISSING', 'OptionsError', 'OptionsPathError', 'check_against_signature', 'check_keys', 'check_registered',
     'did_you_mean', 'is_int', 'is_number', 'join', 'looked_in', 'lookup', 'need_bool', 'need_choice', 'need_dict',
@@ -56,7 +58,7 @@ def _plain(value: Any) -> Any:
     return value
 
 
-class OptionsError(ValueError):
+class OptionsError(UserError):
     """A mistake in an options file: ``key_path``, the ``value`` found there, the ``problem`` and the ``fix``.
 
     The message is one line: ``options error at <key_path>: <problem> (got <value!r>). <fix>``.

@@ -1,174 +1,81 @@
-"""Pre-flight check of a QDR / BasicSR options YAML: one actionable line per mistake, before any data is read.
+"""Pre-flight check of a QDR / BasicSR options YAML: one actionable line per mistake, before any training starts.
 
     opt = check_options_file('options/qdr_denoise.yml')          # raises OptionsError, returns the parsed options
+    opt = check_options_file('x.yml', force_yml=['train:total_iter=100'])   # basicsr's --force_yml applied first
 
-Every problem raises :class:`~qdr_plugin.option_rules.OptionsError` (a ``ValueError``) with one line of the form
+Every problem in the options raises :class:`~qdr_plugin.option_rules.OptionsError` (a
+:class:`~qdr_plugin.errors.UserError`) with one line of the form
 
     options error at <key path>: <problem> (got <value!r>). <fix>
 
-e.g. ``options error at train.dfd_opt.laeyr: unknown key 'laeyr' (got 'bottleneck'). Did you mean 'layer'? ...``.
+e.g. ``options error at train.dfd_opt.laeyr: unknown key 'laeyr' (got 'bottleneck'). Did you mean 'layer'? ...``;
+an image that cannot be read raises a :class:`~qdr_plugin.errors.UserError` naming the file.
 
 This module is a driver: the rules of each block live with the code that reads it, and it calls them --
 
+* top level and ``name``, ``path``, ``network_g`` against the arch's signature, ``val``, ``logger`` (the blocks
+  basicsr itself reads: basicsr 1.4.2's own keys, any other refused with the closest one) --
+  :mod:`qdr_plugin.basicsr_options`; ``network_g`` then goes to the arch class's own ``check_options(opt, path)``
+  if it has one (EFM, DnCNN);
 * ``quant:`` -- :meth:`QuantConfig.from_options <qdr_plugin.quant.config.QuantConfig.check_options>`;
 * each ``datasets`` entry -- the registered dataset class's ``check_options(opt, path, base_dir)`` (any dataset
   class that has one; its ``lq_channels(opt, path)``, if any, is compared with ``network_g``'s input channels),
   then, for every dataset, basicsr's data-loader keys (:func:`qdr_plugin.data.dataset_options.check_loader_options`);
 * ``train:`` -- the model class's ``check_train_options(train, path)`` (QDRModel's:
-  :func:`qdr_plugin.models.train_options.check_train_options`).
+  :func:`qdr_plugin.models.train_options.check_train_options`);
+* ``--force_yml`` entries, applied to the parsed options before the check -- :mod:`qdr_plugin.force_yml`.
 
-Written here are only the rules of the blocks basicsr itself reads (top level, ``path``, ``network_g`` against the
-arch's signature, ``val``, ``logger``) and the ones across blocks (a dataset's channels and scale against
-``network_g``). Nothing reads image data or builds a network: the checks look at the YAML, at the registries
-basicsr fills on import, at signatures (``inspect.signature``) and at the file system (folder listings,
-meta-info files, ``pretrain_network_g``, ``resume_state``).
+Written here are the rules across blocks (a dataset's channels and scale against ``network_g``, ``total_iter: 0``
+without a network to start from). Then come the checks that look past the YAML, in this order:
+
+1. the images (:func:`_check_images`): each dataset class's ``check_images(opt, path, base_dir)`` -- file headers
+   of training images against ``gt_size`` (and ``quant.calib_size``), every validation image decoded once;
+2. the network (:func:`qdr_plugin.network_check.check_network_built`), built once on the ``meta`` device (no
+   memory, no compute): ``train.dfd_opt`` layers the network does not have, the memory a training step needs against
+   the memory available (:func:`qdr_plugin.utils.complexity.estimate_training_memory`; ``train.memory_check: false``
+   turns it off), and, with the quantizer rewrites applied, ``quant.keep_fp32`` patterns that match no quantizable
+   layer.
 """
 
 from __future__ import annotations
 
-import difflib
-import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from os import path as osp
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
 from basicsr.utils.options import ordered_yaml
-from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, METRIC_REGISTRY, MODEL_REGISTRY
+from basicsr.utils.registry import DATASET_REGISTRY
 
 from qdr_plugin.archs.basicsr_defaults import INPUT_CHANNEL_KEYS
+from qdr_plugin.basicsr_options import check_logger, check_network, check_path, check_top_level, check_val
 from qdr_plugin.data.dataset_options import check_loader_options
-from qdr_plugin.models.qdr_model import QDRModel
+from qdr_plugin.force_yml import apply_force_yml, from_force_yml
+from qdr_plugin.network_check import check_network_built, is_qdr
 from qdr_plugin.option_rules import (
     MISSING,
     OptionsError,
     OptionsPathError,
-    check_against_signature,
     check_registered,
     did_you_mean,
     is_int,
     join,
     looked_in,
     lookup,
-    need_bool,
     need_dict,
-    need_int,
-    registered_names,
     resolve,
-    signature,
 )
 from qdr_plugin.quant.config import QuantConfig
 
-__all__ = ['OptionsError', 'check_options', 'check_options_file']
-
-OUR_BLOCKS = ('quant', 'network_g', 'datasets', 'train', 'val', 'logger', 'path')
-"""Top-level blocks whose misspellings are refused (other unknown top-level keys are the user's own)."""
-
-BASICSR_TOP_LEVEL = (
-    'name', 'model_type', 'scale', 'num_gpu', 'manual_seed', 'dist', 'rank', 'world_size', 'auto_resume',
-    'is_train', 'root_path', 'dist_params', 'find_unused_parameters', 'network_d',
-)
+__all__ = ['OptionsError', 'apply_force_yml', 'check_options', 'check_options_file']
 
 COPIED_INTO_DATASETS = ('scale',)
 """Top-level keys basicsr copies into every dataset block; a dataset's problem with one is reported at the top."""
 
-_TYPO_CUTOFF = 0.75
-
 
 def _phase(key: str) -> str:
     return key.split('_')[0]
-
-
-# ------------------------------------------------------------------------------------- blocks basicsr reads
-def _check_top_level(opt: Mapping) -> type | None:
-    """The top-level keys; returns the model class ``model_type`` names."""
-    for key in opt:
-        if key in OUR_BLOCKS or key in BASICSR_TOP_LEVEL or not isinstance(key, str):
-            continue
-        if re.fullmatch(r'network_[a-z0-9]+', key) and key != 'network_g':
-            continue  # other networks (network_d, a teacher, ...) of other models
-        close = difflib.get_close_matches(key, OUR_BLOCKS, n=1, cutoff=_TYPO_CUTOFF)
-        if close:
-            raise OptionsError(key, f'unknown top-level key {key!r}, a misspelt block?', opt[key],
-                               f"Did you mean '{close[0]}'? Rename it (basicsr would silently ignore it).")
-    name = opt.get('name', MISSING)
-    if not isinstance(name, str) or not name.strip():
-        raise OptionsError('name', 'must be a non-empty string (the experiment name)', name,
-                           'Add name: my_experiment (runs go to experiments/<name>/).')
-    model_type = opt.get('model_type', MISSING)
-    model = lookup(MODEL_REGISTRY, model_type)
-    if model is None:
-        raise OptionsError('model_type', 'no model of this name is registered', model_type,
-                           did_you_mean(model_type, registered_names(MODEL_REGISTRY)) or 'Use model_type: QDRModel.')
-    num_gpu = opt.get('num_gpu', MISSING)
-    if num_gpu != 'auto' and (not is_int(num_gpu) or num_gpu < 0):
-        raise OptionsError('num_gpu', "must be an integer >= 0 or 'auto'", num_gpu,
-                           'Write num_gpu: 0 for the CPU, or num_gpu: auto (basicsr reads it unconditionally).')
-    if is_int(num_gpu) and num_gpu > 0 and not torch.cuda.is_available():
-        raise OptionsError('num_gpu', 'asks for GPUs but torch sees no CUDA device', num_gpu,
-                           'Write num_gpu: 0 (CPU) or num_gpu: auto.')
-    seed = opt.get('manual_seed')
-    if seed is not None and not is_int(seed):
-        raise OptionsError('manual_seed', 'must be an integer', seed, 'Write manual_seed: 0 (or remove it).')
-    return model
-
-
-def _check_path(opt: Mapping, base_dir: Path) -> None:
-    block = need_dict(opt, '', 'path', required=True, example='path: {pretrain_network_g: ~, strict_load_g: true}')
-    for key, value in block.items():
-        if not (isinstance(key, str) and ('pretrain_network' in key or 'resume_state' in key)) or value is None:
-            continue
-        if not isinstance(value, str):
-            raise OptionsError(f'path.{key}', 'must be a file path or ~', value, f'Write {key}: <file> or {key}: ~.')
-        if not osp.isfile(resolve(value, base_dir)):
-            raise OptionsPathError(f'path.{key}', f'file not found{looked_in(value, base_dir)}', value,
-                                   'Fix the path (relative paths start from the working directory) or set '
-                                   f'{key}: ~.')
-    need_bool(block, 'path', 'strict_load_g')
-
-
-def _check_network(opt: Mapping) -> dict:
-    """``network_g`` against its arch's signature; returns it with the arch's defaults filled in."""
-    block = need_dict(opt, '', 'network_g', required=True, example='network_g: {type: EFM, in_ch: 1}')
-    arch = check_registered(block, 'network_g', ARCH_REGISTRY, 'arch')
-    check_against_signature(block, 'network_g', arch)
-    sig = signature(arch)
-    defaults = {n: p.default for n, p in sig.parameters.items() if p.default is not p.empty} if sig else {}
-    return {**defaults, **block}
-
-
-def _check_val(opt: Mapping, is_train: bool, model: type) -> None:
-    val = need_dict(opt, '', 'val', required=not is_train, example='val: {save_img: false, metrics: {...}}')
-    if val is None:
-        return
-    if is_train:
-        need_int(val, 'val', 'val_freq', 1, required=True, example='1000')
-    if 'save_img' not in val:
-        raise OptionsError('val.save_img', 'required key is missing (basicsr reads it)', MISSING,
-                           'Add save_img: false.')
-    need_bool(val, 'val', 'save_img')
-    for name, metric in (need_dict(val, 'val', 'metrics') or {}).items():
-        path = f'val.metrics.{name}'
-        if not isinstance(metric, Mapping):
-            raise OptionsError(path, 'must be a block', metric,
-                               f'Write {name}: {{type: calculate_psnr, crop_border: 0}}.')
-        func = check_registered(metric, path, METRIC_REGISTRY, 'metric')
-        if isinstance(model, type) and issubclass(model, QDRModel) and func.__name__.endswith('_pt'):
-            raise OptionsError(f'{path}.type', 'needs tensors, but validation scores numpy images', metric['type'],
-                               f"Use {func.__name__.removesuffix('_pt')}.")
-        check_against_signature(metric, path, func, given_by_caller=('img', 'img2'))
-
-
-def _check_logger(opt: Mapping, is_train: bool) -> None:
-    logger = need_dict(opt, '', 'logger', required=is_train,
-                       example='logger: {print_freq: 100, save_checkpoint_freq: 1000, use_tb_logger: true}')
-    if logger is None:
-        return
-    need_int(logger, 'logger', 'print_freq', 1, required=is_train, example='100')
-    need_int(logger, 'logger', 'save_checkpoint_freq', 1, required=is_train, example='1000')
-    need_bool(logger, 'logger', 'use_tb_logger')
 
 
 # ------------------------------------------------------------------------------------------------- datasets
@@ -192,13 +99,18 @@ def _check_datasets(opt: Mapping, is_train: bool, base_dir: Path, network: Mappi
         if not isinstance(dataset.get('name'), str):
             raise OptionsError(f'{path}.name', 'must be a string (basicsr logs it)', dataset.get('name', MISSING),
                                f'Add name: {key}_set.')
-        given = {**dataset, 'phase': phase, **{k: opt[k] for k in COPIED_INTO_DATASETS if k in opt}}
+        given = _as_basicsr_gives(opt, key, dataset)
         if hasattr(cls, 'check_options'):
             _check_own_rules(cls, given, path, base_dir, opt, dataset)
         else:
             _check_roots_exist(given, path, base_dir)
         _check_against_network(cls, given, path, network, opt)
         check_loader_options(given, path, phase)
+
+
+def _as_basicsr_gives(opt: Mapping, key: Any, dataset: Mapping) -> dict:
+    """A ``datasets`` entry as basicsr hands it to the dataset class: ``phase`` set, top-level keys copied in."""
+    return {**dataset, 'phase': _phase(str(key)), **{k: opt[k] for k in COPIED_INTO_DATASETS if k in opt}}
 
 
 def _check_own_rules(cls: type, given: Mapping, path: str, base_dir: Path, opt: Mapping, dataset: Mapping) -> None:
@@ -241,30 +153,76 @@ def _check_against_network(cls: type, dataset: Mapping, path: str, network: Mapp
                            'Give the network and the top-level scale the same factor.')
 
 
+def _check_training_happens(opt: Mapping) -> None:
+    """``total_iter: 0`` trains nothing: only with ``path.pretrain_network_g`` is the saved network more than its
+    random initialisation (QDRModel then calibrates its quantizers: a PTQ-style start)."""
+    train, paths = opt.get('train') or {}, opt.get('path') or {}
+    if train.get('total_iter') == 0 and not paths.get('pretrain_network_g'):
+        raise OptionsError('train.total_iter', 'is 0 and path.pretrain_network_g is not set: the run would save an '
+                           'untrained, randomly initialised network', 0,
+                           'Raise total_iter, or set pretrain_network_g (total_iter: 0 then only calibrates its '
+                           'quantizers).')
+
+
+# --------------------------------------------------------------------------------------------------- images
+def _check_images(opt: Mapping, is_train: bool, base_dir: Path, model: Any) -> None:
+    """Each dataset class's ``check_images`` (the images against the options, before any training time is spent);
+    for QDR training with ``quant.calib_size``, the calibration crops too."""
+    for key, dataset in opt['datasets'].items():
+        cls = lookup(DATASET_REGISTRY, dataset['type'])
+        if hasattr(cls, 'check_images'):
+            cls.check_images(_as_basicsr_gives(opt, key, dataset), f'datasets.{key}', base_dir)
+    calib_size = (opt.get('quant') or {}).get('calib_size')
+    if is_train and calib_size is not None and is_qdr(model):
+        _check_calibration_crop(opt, base_dir, calib_size)
+
+
+def _check_calibration_crop(opt: Mapping, base_dir: Path, size: int) -> None:
+    """Calibration crops the training images to ``quant.calib_size``: the train dataset's rules and images with
+    that ``gt_size``, a problem with it reported at ``quant.calib_size``."""
+    dataset = opt['datasets']['train']
+    cls = lookup(DATASET_REGISTRY, dataset['type'])
+    given, path = {**_as_basicsr_gives(opt, 'train', dataset), 'gt_size': size}, 'datasets.train'
+    try:
+        for rule in ('check_options', 'check_images'):
+            if hasattr(cls, rule):
+                getattr(cls, rule)(given, path, base_dir)
+    except OptionsError as err:
+        if err.key_path != f'{path}.gt_size':
+            raise
+        raise OptionsError('quant.calib_size', f'{err.problem} (calibration crops the training images to it)', size,
+                           err.fix) from None
+
+
 # ------------------------------------------------------------------------------------------------- the driver
 def check_options(opt: dict, is_train: bool, base_dir: Path) -> None:
     """Check parsed options (as basicsr reads them, before it adds its own keys); raise :class:`OptionsError`.
 
     Args:
         opt: the options mapping read from the YAML.
-        is_train: ``True`` for ``basicsr train`` (``train``, ``logger`` and a train dataset are required and the
-            ``train:`` block goes to the model's ``check_train_options``), ``False`` for ``basicsr test``.
+        is_train: ``True`` for ``basicsr train`` (``train``, ``logger`` and a train dataset are required, the
+            ``train:`` block goes to the model's ``check_train_options`` and the memory of training is estimated),
+            ``False`` for ``basicsr test``.
         base_dir: the directory relative paths start from (basicsr's: the current working directory).
     """
     if not isinstance(opt, Mapping):
         raise OptionsError('<top level>', 'the options file must be a YAML mapping', opt,
                            'Write key: value pairs (name:, model_type:, network_g:, ...).')
     base_dir = Path(base_dir)
-    model = _check_top_level(opt)
-    _check_path(opt, base_dir)
-    network = _check_network(opt)
+    model = check_top_level(opt)
+    check_path(opt, base_dir)
+    network = check_network(opt)
     QuantConfig.from_options(opt.get('quant'))
     _check_datasets(opt, is_train, base_dir, network)
     if is_train and hasattr(model, 'check_train_options'):
         train = need_dict(opt, '', 'train', required=True, example='train: {total_iter: ..., optim_g: ..., ...}')
         model.check_train_options(train, 'train')
-    _check_val(opt, is_train, model)
-    _check_logger(opt, is_train)
+    if is_train:
+        _check_training_happens(opt)
+    check_val(opt, is_train, model)
+    check_logger(opt, is_train)
+    _check_images(opt, is_train, base_dir, model)
+    check_network_built(opt, is_train, model)
 
 
 def _duplicate_keys(node: yaml.Node, path: str = '') -> tuple[str, int, int] | None:
@@ -288,16 +246,14 @@ def _duplicate_keys(node: yaml.Node, path: str = '') -> tuple[str, int, int] | N
     return None
 
 
-def check_options_file(path: str, is_train: bool = True) -> dict:
-    """Read an options YAML as basicsr does and check it (relative paths against the current directory).
+def check_options_file(path: str, is_train: bool = True, force_yml: Iterable[str] | None = None) -> dict:
+    """Read an options YAML as basicsr does, apply ``--force_yml`` entries (:func:`apply_force_yml`) and check the
+    result (relative paths against the current directory).
 
-    Returns the parsed options; raises :class:`OptionsError` with one line naming the key path.
+    Returns the parsed options (the entries applied); raises :class:`OptionsError` with one line naming the key
+    path (a problem with a value an entry set says so).
     """
-    file = Path(path)
-    if not file.is_file():
-        raise OptionsError('-opt', 'options file not found', str(path),
-                           f'Check the path (relative to the working directory {Path.cwd()}).')
-    text = file.read_text(encoding='utf-8')
+    text = _read_text(Path(path), str(path))
     try:
         opt = yaml.load(text, Loader=ordered_yaml()[0])
         duplicate = _duplicate_keys(yaml.compose(text, Loader=yaml.SafeLoader))
@@ -311,5 +267,30 @@ def check_options_file(path: str, is_train: bool = True) -> dict:
         key_path, first, second = duplicate
         raise OptionsError(key_path, f'appears twice (lines {first} and {second}); YAML keeps only the last',
                            key_path.rsplit('.', 1)[-1], 'Merge the two into one.')
-    check_options(opt, is_train, Path.cwd())
+    applied = apply_force_yml(opt, force_yml) if force_yml and isinstance(opt, dict) else {}
+    try:
+        check_options(opt, is_train, Path.cwd())
+    except OptionsError as err:
+        entry = next((e for key, e in applied.items() if err.key_path == key or err.key_path.startswith(f'{key}.')),
+                     None)
+        if entry is None:
+            raise
+        raise from_force_yml(err, entry) from None
     return opt
+
+
+def _read_text(file: Path, given: str) -> str:
+    """The options file's text; a missing file, a folder or binary data is refused."""
+    if file.is_dir():
+        raise OptionsError('-opt', 'is a folder, not an options file', given, 'Give the path of the options .yml file.')
+    if not file.is_file():
+        raise OptionsError('-opt', 'options file not found', given,
+                           f'Check the path (relative to the working directory {Path.cwd()}).')
+    data = file.read_bytes()
+    if b'\0' not in data:
+        try:
+            return data.decode('utf-8')
+        except UnicodeDecodeError:
+            pass  # binary data: refused below
+    raise OptionsError('-opt', 'is a binary file, not an options YAML', given,
+                       'Give the options .yml file (e.g. options/qdr_denoise.yml), not a checkpoint, image or archive.')

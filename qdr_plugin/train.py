@@ -23,6 +23,16 @@ augmentations differ. ``prefetch_mode: cpu`` (background thread) and ``cuda`` ar
 
 ``--launcher pytorch`` (torchrun) uses :func:`qdr_plugin.dist.init_dist` (gloo without CUDA, NCCL with it) instead
 of basicsr's CUDA-only one: ``basicsr.utils.options.init_dist`` is rebound before ``parse_options`` runs.
+
+Safety around the experiment folder and the resume:
+
+* A run holds the lock of its experiment folder (:class:`qdr_plugin.utils.run_lock.RunLock`, ``.lock``) from its
+  set-up to its end (rank 0 for several processes). A second run with the same ``name`` is refused before it moves
+  (archives) the folder of the live one, and so is a resume of a live run; a lock left by a run that died is taken
+  over, with a line in the log.
+* A training state that is not one (a network checkpoint, an unreadable file), that was saved by another experiment
+  (another ``name``), or whose networks (``models/net_*_<iter>.pth``) are missing is refused with one line. Under
+  ``--auto_resume`` such a latest state is skipped for the one before it, and the log says so.
 """
 
 from __future__ import annotations
@@ -48,41 +58,161 @@ from basicsr.utils import (
     mkdir_and_rename,
     scandir,
 )
+from basicsr.utils import logger as basicsr_logger
 from basicsr.utils.options import copy_opt_file, dict2str, parse_options
 
 from qdr_plugin.dist import use_in_basicsr
+from qdr_plugin.errors import UserError
+from qdr_plugin.utils.checkpoint import why_unreadable
 from qdr_plugin.utils.rng import rng_preserved
+from qdr_plugin.utils.run_lock import RunLock, setup_serialized
 
 __all__ = ['load_resume_state', 'train_pipeline']
 
 _STATE_NAME = re.compile(r'^(\d+)\.state$')
 
 
-def load_resume_state(opt: dict) -> dict | None:
-    """The training state to resume from (``--auto_resume``: the latest in ``opt['path']['training_states']``, else
-    ``path.resume_state``), or None; on CPU when ``num_gpu`` is 0 or CUDA is unavailable. Like basicsr's, it points
-    ``path.pretrain_network_*`` at the ``models/net_*_<iter>.pth`` saved with the state (``check_resume``)."""
-    resume_state_path = None
-    if opt['auto_resume']:
-        state_path = opt['path']['training_states']
-        if osp.isdir(state_path):
-            names = scandir(state_path, suffix='.state', recursive=False, full_path=False)
-            iters = [int(m.group(1)) for m in map(_STATE_NAME.match, names) if m]
-            if iters:
-                resume_state_path = osp.join(state_path, f'{max(iters)}.state')
-                opt['path']['resume_state'] = resume_state_path
-    else:
-        resume_state_path = opt['path'].get('resume_state')
-
-    if resume_state_path is None:
-        return None
+def _map_location(opt: dict) -> torch.device:
+    """Where a training state is loaded: the CPU when ``num_gpu`` is 0 or CUDA is unavailable."""
     if opt['num_gpu'] == 0 or not torch.cuda.is_available():
-        map_location = torch.device('cpu')
+        return torch.device('cpu')
+    return torch.device('cuda', torch.cuda.current_device())
+
+
+def _network_files(opt: dict, resume_iter: int) -> list[str]:
+    """The ``models/net_*_<iter>.pth`` files ``check_resume`` makes a resume load (one per ``network_*``)."""
+    ignored = opt['path'].get('ignore_resume_networks') or []
+    return [osp.join(opt['path']['models'], f"net_{key.replace('network_', '')}_{resume_iter}.pth")
+            for key in opt if key.startswith('network_') and key not in ignored]
+
+
+class _UnusableState(Exception):
+    """Why a training state cannot be resumed from (``problem``, worded to follow its path) and the ``fix``."""
+
+    def __init__(self, problem: str, fix: str):
+        super().__init__(problem)
+        self.problem, self.fix = problem, fix
+
+
+def _read_training_state(opt: dict, path: str, own: bool) -> dict:
+    """The training state at ``path``, checked with the networks saved with it; :class:`_UnusableState` if it cannot
+    be read, is not a training state, was saved by another experiment (checked unless ``own``: a state found in the
+    experiment's own folder), or its networks are missing or unreadable."""
+    try:
+        state = torch.load(path, map_location=_map_location(opt), weights_only=True)
+    except Exception as error:  # noqa: BLE001  (torch.load raises many types for a bad file)
+        raise _UnusableState(f'cannot be read ({why_unreadable(path, error)})',
+                             'give a training_states/<iter>.state file of this experiment') from error
+    if not isinstance(state, dict) or not {'iter', 'optimizers', 'schedulers'} <= set(state):
+        kind = 'a network checkpoint' if isinstance(state, dict) and 'params' in state else 'something else'
+        raise _UnusableState(f'is not a training state (it is {kind})',
+                             'give a training_states/<iter>.state file, or give a network as path.pretrain_network_g')
+    name = state.get('name')
+    if not own and name is not None and name != opt['name']:
+        raise _UnusableState(f"was saved by the experiment '{name}', not by '{opt['name']}'",
+                             f'set name: {name} to resume it, or start this run from its network with '
+                             'path.pretrain_network_g')
+    for network in _network_files(opt, state['iter']):
+        try:
+            torch.load(network, map_location='cpu', weights_only=True)
+        except FileNotFoundError:
+            raise _UnusableState(f'needs the network saved with it, {network}, which does not exist',
+                                 'resume from a state whose models/net_g_<iter>.pth is there') from None
+        except Exception as error:  # noqa: BLE001
+            raise _UnusableState(f'needs the network saved with it, {network}, which cannot be read '
+                                 f'({why_unreadable(network, error)})',
+                                 'resume from a state whose models/net_g_<iter>.pth is intact') from error
+    return state
+
+
+def _state_iters(state_path: str) -> list[int]:
+    """The iterations of the ``<iter>.state`` files in ``state_path``, latest first."""
+    if not osp.isdir(state_path):
+        return []
+    names = scandir(state_path, suffix='.state', recursive=False, full_path=False)
+    return sorted((int(m.group(1)) for m in map(_STATE_NAME.match, names) if m), reverse=True)
+
+
+def _latest_usable_state(opt: dict, notes: list[str]) -> tuple[str, dict] | None:
+    """``--auto_resume``: the latest training state that :func:`_read_training_state` accepts, with its path, or
+    ``None`` when there are no states; each state skipped adds a line to ``notes``. :class:`UserError` when there
+    are states but none is usable."""
+    state_path = opt['path']['training_states']
+    iters = _state_iters(state_path)
+    latest = None
+    for resume_iter in iters:
+        path = osp.join(state_path, f'{resume_iter}.state')
+        try:
+            return path, _read_training_state(opt, path, own=True)
+        except _UnusableState as unusable:
+            latest = latest or f'{path} {unusable.problem}'
+            notes.append(f'--auto_resume skipped the training state {path}: it {unusable.problem}.')
+    if iters:
+        raise UserError(f'--auto_resume found no usable training state in {state_path} ({len(iters)} tried; the '
+                        f'latest, {latest}): remove the broken states, or start afresh without --auto_resume.')
+    return None
+
+
+def load_resume_state(opt: dict) -> tuple[dict | None, list[str]]:
+    """The training state to resume from (``--auto_resume``: the latest usable one in
+    ``opt['path']['training_states']``, else ``path.resume_state``), or None, and the lines to log about states that
+    ``--auto_resume`` skipped (a corrupt latest state falls back to the one before it). Loaded on CPU when
+    ``num_gpu`` is 0 or CUDA is unavailable. Like basicsr's, it points ``path.pretrain_network_*`` at the
+    ``models/net_*_<iter>.pth`` saved with the state (``check_resume``)."""
+    notes: list[str] = []
+    if opt['auto_resume']:
+        found = _latest_usable_state(opt, notes)
+        if found is None:
+            return None, notes
+        opt['path']['resume_state'], resume_state = found
+        if notes:
+            notes.append(f'--auto_resume resumes from {found[0]} instead.')
+    elif opt['path'].get('resume_state'):
+        path = opt['path']['resume_state']
+        try:
+            resume_state = _read_training_state(opt, path, own=False)
+        except _UnusableState as unusable:
+            raise UserError(f'path.resume_state {path} {unusable.problem}: {unusable.fix}.') from unusable
     else:
-        map_location = torch.device('cuda', torch.cuda.current_device())
-    resume_state = torch.load(resume_state_path, map_location=map_location, weights_only=True)
+        return None, notes
     check_resume(opt, resume_state['iter'])
-    return resume_state
+    return resume_state, notes
+
+
+def _claim_experiment(opt: dict) -> tuple[dict | None, list[str], RunLock | None]:
+    """Rank 0's set-up of the experiment folder, one run at a time (:func:`setup_serialized`): refuse if a live run
+    holds it, read the resume state, make (archive) the folders of a fresh run, and take the folder's lock. Returns
+    the resume state, the lines to log, and the lock (``None`` on the other ranks, which only read the state)."""
+    if opt['rank'] != 0:
+        resume_state, notes = load_resume_state(opt)
+        return resume_state, notes, None
+    root = opt['path']['experiments_root']
+    resuming = bool(opt['auto_resume'] or opt['path'].get('resume_state'))
+    fix = ('wait until it ends, then resume it' if resuming else
+           f'give this run another name than {opt["name"]!r}, or wait until that run ends')
+    with setup_serialized(osp.dirname(root)):
+        stale = RunLock.check_free(root, fix)
+        resume_state, notes = load_resume_state(opt)
+        if resume_state is None:
+            make_exp_dirs(opt)
+            if opt['logger'].get('use_tb_logger') and 'debug' not in opt['name']:
+                mkdir_and_rename(osp.join(opt['root_path'], 'tb_logger', opt['name']))
+        lock = RunLock.claim(root, fix)
+    stale = lock.stale or stale
+    if stale:
+        notes.insert(0, f'Took over the lock of {root} left by a run that is no longer running ({stale}).')
+    return resume_state, notes, lock
+
+
+def _root_logger(log_file: str) -> logging.Logger:
+    """basicsr's root logger, writing to ``log_file``. basicsr sets its logger up once per process; a run after
+    another in the same process (a notebook, the tests) gets its own log file and the current ``stderr``."""
+    logger = logging.getLogger('basicsr')
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
+    basicsr_logger.initialized_logger.pop('basicsr', None)
+    return get_root_logger(logger_name='basicsr', log_level=logging.INFO, log_file=log_file)
 
 
 def train_pipeline(root_path: str) -> None:
@@ -93,19 +223,24 @@ def train_pipeline(root_path: str) -> None:
 
     torch.backends.cudnn.benchmark = True
 
-    resume_state = load_resume_state(opt)
-    if resume_state is None:
-        make_exp_dirs(opt)
-        if opt['logger'].get('use_tb_logger') and 'debug' not in opt['name'] and opt['rank'] == 0:
-            mkdir_and_rename(osp.join(opt['root_path'], 'tb_logger', opt['name']))
+    resume_state, notes, lock = _claim_experiment(opt)
+    try:
+        _train(opt, args, resume_state, notes)
+    finally:
+        if lock is not None:
+            lock.release()
 
+
+def _train(opt: dict, args, resume_state: dict | None, notes: list[str]) -> None:
+    """The training of :func:`train_pipeline` once the experiment folder is set up (``notes``: lines to log)."""
     copy_opt_file(args.opt, opt['path']['experiments_root'])
 
     # get_root_logger must not be called before this point (the logger would not get its file)
-    log_file = osp.join(opt['path']['log'], f'train_{opt["name"]}_{get_time_str()}.log')
-    logger = get_root_logger(logger_name='basicsr', log_level=logging.INFO, log_file=log_file)
+    logger = _root_logger(osp.join(opt['path']['log'], f'train_{opt["name"]}_{get_time_str()}.log'))
     logger.info(get_env_info())
     logger.info(dict2str(opt))
+    for note in notes:
+        logger.warning(note)
     tb_logger = init_tb_loggers(opt)
 
     result = create_train_val_dataloader(opt, logger)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import sys
 from pathlib import Path
@@ -14,6 +15,21 @@ import torch
 import yaml
 
 import qdr_plugin  # noqa: F401  (registers the plugin, applies the torchvision alias)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_basicsr_logger():
+    """Each test starts with basicsr's logger unset: a handler a run set up writes to that test's captured stream,
+    which is closed once the test ends."""
+    from basicsr.utils import logger as basicsr_logger  # after qdr_plugin's torchvision alias
+
+    yield
+    logger = logging.getLogger('basicsr')
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
+    basicsr_logger.initialized_logger.pop('basicsr', None)
+
 
 TINY_OPTIONS = {
     'name': 'tiny',

@@ -17,6 +17,7 @@ from basicsr.metrics import calculate_psnr
 from basicsr.utils.matlab_functions import imresize
 
 from qdr_plugin.archs import EFM
+from qdr_plugin.bench import bench_cli
 from qdr_plugin.bench.protocol import sr_set
 from qdr_plugin.bench.sensitivity import only_quantizers, quantized_layers
 from qdr_plugin.bench.timing import interleaved_median_seconds
@@ -225,14 +226,53 @@ def test_only_quantizers_switches_one_layer_and_restores(env: dict[str, Path]) -
     (['--model', 'a={fp32_onnx}', '--task', 'sr', '--scale', '5'], '--scale must be one of 2, 3, 4, 8'),
     (['--model', 'a={fp32_onnx}', '--reference', 'b'], "'b' is not one of the --model names (a)"),
 ])
-def test_errors_are_one_clear_line(env: dict[str, Path], args: list[str], message: str) -> None:
+def test_errors_are_one_clear_line(env: dict[str, Path], args: list[str], message: str,
+                                   capsys: pytest.CaptureFixture) -> None:
     files = {f.replace('.', '_'): env['root'] / f for f in ('fp32.pth', 'fp32.onnx', 'int8.onnx')}
     args = [a.format(root=env['root'], **files) for a in args]
     args = ['--data-root', str(env['data']), *args] if '--data-root' not in args else args
     with pytest.raises(SystemExit) as error:
         cli_main(['bench', '--no-speed', '--out', str(env['root'] / 'errors'), *args])
-    text = str(error.value.code)
-    assert text.startswith('basicsr bench: ') and '\n' not in text and message in text, text
+    text = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.value.code == 2 and text.startswith('basicsr bench: ') and message in text, text
+
+
+def test_out_is_checked_before_any_scoring(env: dict[str, Path], monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture) -> None:
+    """An --out that is a file, or a folder that holds results already, is refused before any model is scored;
+    --overwrite replaces the results."""
+    def scored(*args, **kwargs):
+        raise AssertionError('the models were scored before --out was checked')
+
+    monkeypatch.setattr(bench_cli, 'run_benchmark', scored)
+    (env['root'] / 'a_file').write_text('not a folder')
+    done = env['root'] / 'done'
+    done.mkdir()
+    (done / 'bench.json').write_text('{"rows": []}')
+    cases = [(env['root'] / 'a_file', f'--out {env["root"] / "a_file"} is a file, not a folder; choose another path.'),
+             (env['root'] / 'a_file' / 'sub', f'{env["root"] / "a_file"} is a file, not a folder'),
+             (done, f'--out {done} already holds bench.json; choose another path or pass --overwrite.')]
+    if _cannot_create_in('/sys'):  # a read-only file system, even for root
+        cases.append((Path('/sys/qdr_bench'), '--out /sys/qdr_bench: cannot write into /sys ('))
+    base = ['bench', '--no-speed', '--data-root', str(env['data']), '--datasets', 'Set12', '--sigmas', '25',
+            '--model', f'a={env["root"] / "fp32.onnx"}']
+    for out, message in cases:
+        with pytest.raises(SystemExit) as exit_info:
+            cli_main([*base, '--out', str(out)])
+        line = capsys.readouterr().err.strip().splitlines()[-1]
+        assert exit_info.value.code == 2 and line.startswith('basicsr bench: ') and message in line, line
+    monkeypatch.undo()
+    cli_main([*base, '--out', str(done), '--overwrite'])
+    assert len(_rows(done)) == 1 and not [p.name for p in done.iterdir() if p.name.startswith('.')]
+
+
+def _cannot_create_in(folder: str) -> bool:
+    try:
+        Path(folder, '.qdr_probe').touch()
+    except OSError:
+        return True
+    Path(folder, '.qdr_probe').unlink()
+    return False
 
 
 def test_interleaved_timing_alternates_the_calls_and_counts_every_run() -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
+import re
 from pathlib import Path
 
 import cv2
@@ -15,10 +17,21 @@ from basicsr.archs.srresnet_arch import MSRResNet
 from torch import nn
 
 from qdr_plugin.archs import EFM, DnCNN
-from qdr_plugin.deploy import ExportError, check_onnx, export_onnx, onnxruntime_kernel_counts
+from qdr_plugin.cli import main as cli_main
+from qdr_plugin.deploy import ExportError, check_onnx, export_onnx, onnx_export, onnxruntime_kernel_counts
+from qdr_plugin.prepare import prepare
 from qdr_plugin.quant import QuantConfig, calibrate, quantize_model
 
-DEMO_IMAGE = Path(__file__).resolve().parents[1] / 'datasets' / 'demo' / 'val' / '01.png'
+REPO = Path(__file__).resolve().parents[1]
+DEMO_IMAGE = REPO / 'datasets' / 'demo' / 'val' / '01.png'
+
+
+def _load_tool(name: str):
+    """A script of ``tools/`` as a module."""
+    spec = importlib.util.spec_from_file_location(name, REPO / 'tools' / f'{name}.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _noisy_crop(channels: int, top: int, left: int, height: int = 37, width: int = 53) -> torch.Tensor:
@@ -192,3 +205,92 @@ def test_unsigned_relu_network_cannot_target_tensorrt(tmp_path):
     with pytest.raises(ExportError, match='unsigned_relu: false'):
         export_onnx(_unsigned_relu_dncnn(), tmp_path / 'x.onnx', 1, 'tensorrt')
 
+
+
+def _qat_checkpoint(write_options, bits: int) -> tuple[Path, Path, nn.Module]:
+    """``(options, checkpoint, network)`` of a tiny QAT EFM at ``bits`` bits, as ``basicsr train`` saves it."""
+    network_g = {'type': 'EFM', 'in_ch': 1, 'width': 4, 'depth': 1}
+    options = write_options(f'qat{bits}', network_g=network_g, quant={'bits': bits, 'calibration': 'max'})
+    torch.manual_seed(0)
+    net = EFM(in_ch=1, width=4, depth=1)
+    prepare(net, network_g, QuantConfig.from_options({'bits': bits, 'calibration': 'max'}),
+            [_noisy_crop(1, 100 + 20 * i, 60, 32, 32) for i in range(2)])
+    checkpoint = options.with_suffix('.pth')
+    torch.save({'params': net.state_dict()}, checkpoint)
+    return options, checkpoint, net.eval()
+
+
+@pytest.mark.parametrize('target', ['onnxruntime', 'tensorrt'])
+def test_a_12_bit_network_is_refused_at_export_naming_quant_bits(write_options, capsys, target):
+    options, checkpoint, _ = _qat_checkpoint(write_options, 12)
+    out = options.with_name('qat12.onnx')
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(['export', '-opt', str(options), '--ckpt', str(checkpoint), '--out', str(out), '--target', target])
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert exit_info.value.code == 2 and line.startswith('basicsr export: quantizer '), line
+    assert 'is 12-bit' in line and 'quant.bits = 12' in line and 'quant.bits <= 8' in line and '--fp32' in line
+    assert not out.exists()
+
+
+def _wrapped_12_bit_export(net: nn.Module, path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """What the export wrote for a 12-bit network before it refused one: integers wrapped into int8 / uint8."""
+    monkeypatch.setattr(onnx_export, '_refuse_wide_quantizers', lambda net: None)
+    return export_onnx(net, path, 1, 'onnxruntime')
+
+
+def test_checker_names_stored_weights_that_disagree_with_the_network(write_options, monkeypatch, capsys):
+    options, checkpoint, net = _qat_checkpoint(write_options, 12)
+    wrapped = _wrapped_12_bit_export(net, options.with_name('wrapped.onnx'), monkeypatch)
+    assert not check_onnx(wrapped, 'onnxruntime').problems  # the file alone looks valid ...
+    report = check_onnx(wrapped, 'onnxruntime', net)  # ... its integers are not the network's
+    assert any(re.match(r"weights of 'tail': \d+ of 144 stored integers differ from the network's", p)
+               for p in report.problems), report.summary()
+    with pytest.raises(SystemExit) as exit_info:  # the tool, given the checkpoint, says so too
+        _load_tool('check_onnx_int8').main([str(wrapped), '-opt', str(options), '--ckpt', str(checkpoint)])
+    assert exit_info.value.code == 1
+    assert "- weights of 'tail': " in capsys.readouterr().out
+
+    # a hand-edited 8-bit export: one stored weight changed
+    options, checkpoint, net = _qat_checkpoint(write_options, 8)
+    path = export_onnx(net, options.with_name('q8.onnx'), 1, 'onnxruntime')
+    assert not check_onnx(path, 'onnxruntime', net).problems
+    model = onnx.load(str(path))
+    weight = next(i for i in model.graph.initializer
+                  if i.name.startswith('/tail/') and i.data_type == onnx.TensorProto.INT8)
+    values = onnx.numpy_helper.to_array(weight).copy()
+    values.flat[0] = -values.flat[0] if values.flat[0] else 5
+    weight.CopyFrom(onnx.numpy_helper.from_array(values, weight.name))
+    onnx.save(model, str(path))
+    report = check_onnx(path, 'onnxruntime', net)
+    assert len(report.problems) == 1, report.summary()
+    assert re.match(r"weights of 'tail': 1 of 144 stored integers differ from the network's \(by up to \d+; a value "
+                    'too wide for the stored integer type wraps around\\): export the checkpoint again with basicsr '
+                    'export \\(it refuses quantizers wider than 8 bits\\)$', report.problems[0]), report.problems[0]
+
+
+def test_checker_names_a_quantized_constant_that_does_not_fit_its_integer_type(tmp_path):
+    """A weight quantized in the graph (QuantizeLinear of a float constant) with a scale too small for int8."""
+    weight = np.linspace(-1, 1, 2 * 1 * 3 * 3, dtype=np.float32).reshape(2, 1, 3, 3)
+    nodes = [
+        onnx.helper.make_node('QuantizeLinear', ['input', 'act_scale', 'act_zero'], ['xq'], name='act_q'),
+        onnx.helper.make_node('DequantizeLinear', ['xq', 'act_scale', 'act_zero'], ['x'], name='act_dq'),
+        onnx.helper.make_node('QuantizeLinear', ['w', 'w_scale', 'w_zero'], ['wq'], name='weight_q', axis=0),
+        onnx.helper.make_node('DequantizeLinear', ['wq', 'w_scale', 'w_zero'], ['wf'], name='weight_dq', axis=0),
+        onnx.helper.make_node('Conv', ['x', 'wf'], ['y'], pads=[1, 1, 1, 1]),
+        onnx.helper.make_node('ReduceMean', ['y'], ['output'], axes=[1], keepdims=1),
+    ]
+    constants = {'act_scale': np.float32(1 / 255), 'act_zero': np.uint8(0), 'w': weight,
+                 'w_scale': np.array([1 / 127, 1 / 1000], np.float32), 'w_zero': np.zeros(2, np.int8)}
+    dims = ['N', 1, 'H', 'W']
+    graph = onnx.helper.make_graph(
+        nodes, 'g', [onnx.helper.make_tensor_value_info('input', onnx.TensorProto.FLOAT, dims)],
+        [onnx.helper.make_tensor_value_info('output', onnx.TensorProto.FLOAT, dims)],
+        [onnx.numpy_helper.from_array(np.asarray(v), k) for k, v in constants.items()],
+    )
+    path = tmp_path / 'saturating.onnx'
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid('', 17)], ir_version=8), path)
+    report = check_onnx(path)
+    assert report.problems == [
+        'QuantizeLinear (weight_q) of the constant w: 8 of 18 values do not fit int8 [-128, 127] (round(x / scale) + '
+        'zero point reaches -127 .. 1000); they saturate: the scale is too small for the integer type'
+    ], report.summary()

@@ -130,7 +130,7 @@ def test_cli_ckpt_and_onnx_agree(workdir: Path, write_options, capsys: pytest.Ca
         assert cv2.imread(str(workdir / 'out_tiled' / name), cv2.IMREAD_UNCHANGED).shape == (20, 28)
 
 
-def test_cli_errors(workdir: Path, write_options) -> None:
+def test_cli_errors(workdir: Path, write_options, capsys: pytest.CaptureFixture) -> None:
     opt = str(write_options('infer', network_g={'type': 'EFM', 'in_ch': 1, 'width': 4, 'depth': 1}))
     (workdir / 'bad').mkdir()
     (workdir / 'bad' / 'x.png').write_text('not an image')
@@ -146,7 +146,8 @@ def test_cli_errors(workdir: Path, write_options) -> None:
     for extra, message in cases:
         with pytest.raises(SystemExit) as exit_info:
             cli_main(['infer', '-opt', opt, *extra])
-        assert str(exit_info.value.code).startswith('basicsr infer: ') and message in str(exit_info.value.code)
+        line = capsys.readouterr().err.strip().splitlines()[-1]
+        assert exit_info.value.code == 2 and line.startswith('basicsr infer: ') and message in line, line
     with pytest.raises(SystemExit) as exit_info:  # exactly one of --ckpt / --onnx
         cli_main(['infer', '-opt', opt, '--ckpt', 'net.pth', '--onnx', 'x.onnx', '-i', 'images/val', '-o', 'out'])
     assert exit_info.value.code == 2

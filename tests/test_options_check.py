@@ -8,8 +8,10 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from basicsr.models import build_model
+from basicsr.utils.registry import ARCH_REGISTRY
 
 from qdr_plugin.data import BicubicSRDataset, GaussianNoiseDataset
 from qdr_plugin.losses import LearnableMagnitudeReweighting
@@ -111,7 +113,7 @@ def test_valid_variants_pass(write_options, workdir, delete_key):
     path = write_options(
         datasets={'train': {'dataroot_gt': 'train.lmdb', 'io_backend': {'type': 'lmdb'}, 'sigma': delete_key,
                             'sigma_range': [5, 50]}},
-        train={'fp32_warmup_iter': 0, 'total_iter': 0, 'lmr_opt': None, 'output_kd_opt': None,
+        train={'fp32_warmup_iter': 0, 'total_iter': 1, 'lmr_opt': None, 'output_kd_opt': None,
                'dfd_opt': {'type': 'CharbonnierLoss', 'eps': 1e-6, 'layer': ['bottleneck'], 'decoder_stages': True}},
         my_own_key={'anything': 1},
     )
@@ -232,7 +234,8 @@ SHIPPED = sorted((REPO / 'options').rglob('*.yml'))
 @pytest.mark.parametrize('path', SHIPPED, ids=lambda p: str(p.relative_to(REPO)))
 def test_every_shipped_options_file_passes_the_check(path, monkeypatch, tmp_path):
     """A typo in a shipped recipe would otherwise only show when someone starts hours of training with it. A
-    recipe whose ``pretrain_network_g`` an earlier recipe makes is checked with that key set to ``~``."""
+    recipe whose ``pretrain_network_g`` an earlier recipe makes is checked with a freshly initialised checkpoint of
+    its network there."""
     monkeypatch.chdir(REPO)
     text = path.read_text()
     if '../shared/' in text and not (REPO.parent / 'shared').is_dir():
@@ -240,7 +243,10 @@ def test_every_shipped_options_file_passes_the_check(path, monkeypatch, tmp_path
     options = yaml.safe_load(text)
     pretrained = (options.get('path') or {}).get('pretrain_network_g')
     if pretrained and not (REPO / pretrained).is_file():
-        options['path']['pretrain_network_g'] = None
+        network = dict(options['network_g'])
+        net = ARCH_REGISTRY.get(network.pop('type'))(**network)
+        torch.save({'params': net.state_dict()}, tmp_path / 'pretrained.pth')
+        options['path']['pretrain_network_g'] = str(tmp_path / 'pretrained.pth')
         path = tmp_path / path.name
         path.write_text(yaml.safe_dump(options, sort_keys=False))
     for is_train in (True, False):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -80,22 +81,31 @@ def test_ptq_writes_a_checked_int8_model_close_to_fp32(fp32_setup, workdir, meth
     assert psnr > 25, f'{method}/{target}: INT8 vs FP32 PSNR {psnr:.1f} dB'
 
 
-def test_missing_checkpoint_exits_naming_it(fp32_setup, workdir):
-    yml, _, _ = fp32_setup
+def _error_line(capsys, argv: list[str]) -> str:
+    """The one line ``basicsr`` prints last on stderr for a user error (exit status 2)."""
     with pytest.raises(SystemExit) as exit_info:
-        main(['ptq', '-opt', str(yml), '--ckpt', 'nowhere.pth', '--out', 'x.onnx', '--calib', 'minmax'])
-    message = str(exit_info.value.code)
-    assert message.startswith('basicsr ptq:') and 'nowhere.pth' in message and '\n' not in message
+        main(argv)
+    assert exit_info.value.code == 2
+    return capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_missing_checkpoint_exits_naming_it(fp32_setup, workdir, capsys):
+    yml, _, _ = fp32_setup
+    message = _error_line(capsys, ['ptq', '-opt', str(yml), '--ckpt', 'nowhere.pth', '--out', 'x.onnx', '--calib',
+                                   'minmax'])
+    assert message.startswith('basicsr ptq:') and 'nowhere.pth' in message
     assert not (workdir / 'x.onnx').exists()
 
 
-def test_bad_calibration_method_and_missing_train_set_exit_with_the_fix(fp32_setup, write_options, delete_key):
+def test_bad_calibration_method_and_missing_train_set_exit_with_the_fix(fp32_setup, write_options, delete_key,
+                                                                         capsys):
     yml, ckpt, _ = fp32_setup
-    with pytest.raises(SystemExit, match=r'basicsr ptq: unknown calibration method .*minmax \| percentile'):
-        main(['ptq', '-opt', str(yml), '--ckpt', str(ckpt), '--out', 'x.onnx', '--calib', 'kl'])
+    message = _error_line(capsys, ['ptq', '-opt', str(yml), '--ckpt', str(ckpt), '--out', 'x.onnx', '--calib', 'kl'])
+    assert re.match(r'basicsr ptq: unknown calibration method .*minmax \| percentile', message), message
     no_train = write_options('no_train', network_g=dict(NETWORK), datasets={'train': delete_key})
-    with pytest.raises(SystemExit, match=r'basicsr ptq: .* no datasets\.train block'):
-        main(['ptq', '-opt', str(no_train), '--ckpt', str(ckpt), '--out', 'x.onnx', '--calib', 'minmax'])
+    message = _error_line(capsys, ['ptq', '-opt', str(no_train), '--ckpt', str(ckpt), '--out', 'x.onnx', '--calib',
+                                   'minmax'])
+    assert re.match(r'basicsr ptq: .* no datasets\.train block', message), message
 
 
 def test_calibration_inputs_are_deterministic_noisy_crops(fp32_setup):

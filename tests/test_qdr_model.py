@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import logging
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,9 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 from basicsr.models import build_model
+from basicsr.utils import logger as basicsr_logger
 from basicsr.utils.options import parse_options
 
 from qdr_plugin.cli import main
+from qdr_plugin.errors import UserError
 from qdr_plugin.quant import QuantConv2d, is_quantized, is_quantized_state_dict
 
 ABLATIONS = {
@@ -105,28 +109,37 @@ def test_non_finite_loss_stops_with_clear_message(write_options, monkeypatch):
     lq = torch.rand(2, 1, 16, 16)
     lq[0, 0, 3, 3] = float('nan')  # a corrupt input poisons the loss
     model.feed_data({'lq': lq, 'gt': torch.rand(2, 1, 16, 16)})
-    with pytest.raises(FloatingPointError, match='not finite at iter 7'):
+    with pytest.raises(UserError, match='not finite at iter 7.*resume with --auto_resume'):
         model.optimize_parameters(7)
     assert not list(Path(opt['path']['models']).glob('*.pth'))
 
 
-def test_options_are_checked_before_training(write_options):
+def test_non_finite_weights_are_not_saved(write_options, monkeypatch):
+    opt = _parse(write_options('nan_weights', train={'fp32_warmup_iter': 0}), True, monkeypatch)
+    models = Path(opt['path']['models'])
+    models.mkdir(parents=True)
+    model = build_model(opt)
+    with torch.no_grad():
+        next(model.net_g.parameters()).view(-1)[0] = float('inf')
+    with pytest.raises(UserError, match=r'not finite \(params\.\S+ holds NaN or inf\), so net_g_5.pth is not written'):
+        model.save(0, 5)
+    assert not list(models.iterdir())
+
+
+def test_options_are_checked_before_training(write_options, capsys):
     yml = write_options('badlr', train={'optim_g': {'lr': float('inf')}})
-    with pytest.raises(SystemExit, match='train.optim_g.lr'):
-        _train(yml)
+    assert 'train.optim_g.lr' in _refusal(['train', '-opt', str(yml)], capsys)
     assert not Path('experiments/badlr').exists()
 
 
-def test_dfd_layer_must_exist(write_options):
+def test_dfd_layer_must_exist(write_options, capsys):
     yml = write_options('badlayer', train={'dfd_opt': {'type': 'L1Loss', 'layer': 'botleneck'}, 'fp32_warmup_iter': 0})
-    with pytest.raises(ValueError, match="bottleneck"):
-        _train(yml)
+    assert "Did you mean 'bottleneck'?" in _refusal(['train', '-opt', str(yml)], capsys)
 
 
-def test_lmr_without_dfd_is_refused(write_options, delete_key):
+def test_lmr_without_dfd_is_refused(write_options, delete_key, capsys):
     yml = write_options('lmr_alone', train={'dfd_opt': delete_key})
-    with pytest.raises(SystemExit, match='dfd_opt'):  # refused by the options check, before anything is built
-        _train(yml)
+    assert 'dfd_opt' in _refusal(['train', '-opt', str(yml)], capsys)  # refused before anything is built
 
 
 def test_cli_train_logs_int8_and_fp32_psnr(write_options, workdir):
@@ -139,3 +152,92 @@ def test_cli_train_logs_int8_and_fp32_psnr(write_options, workdir):
     assert '# psnr:' in log and '# psnr_fp32:' in log and 'lmr_w_kd' in log
     assert list((workdir / 'tb_logger' / 'cli_run').glob('events.out.tfevents.*'))
     assert (workdir / 'experiments' / 'cli_run' / 'models' / 'net_g_latest.pth').is_file()
+
+
+def _refusal(argv: list[str], capsys: pytest.CaptureFixture) -> str:
+    """The one-line message with which ``basicsr <argv>`` stops: the :class:`UserError`, or what the command
+    printed last when it turns that into an exit."""
+    try:
+        main(argv)
+    except UserError as error:
+        return str(error)
+    except SystemExit as error:
+        line = error.code if isinstance(error.code, str) else capsys.readouterr().err.strip().splitlines()[-1]
+        return re.sub(r'^basicsr \w+: ', '', line)
+    raise AssertionError(f'basicsr {" ".join(argv)} was not refused')
+
+
+def _forget_basicsr_logger() -> None:
+    """basicsr sets its logger (and its log file) up once per process; forget it, so the next run in this process
+    writes its own log, as a run of the ``basicsr`` command does."""
+    logger = logging.getLogger('basicsr')
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
+    basicsr_logger.initialized_logger.pop('basicsr', None)
+
+
+def _test_options(write_options, delete_key, name: str, checkpoint: Path, **overrides) -> Path:
+    """A ``basicsr test`` options file: the tiny options' network and validation set, ``checkpoint`` to load."""
+    return write_options(name, datasets={'train': delete_key}, train=delete_key,
+                         path={'pretrain_network_g': str(checkpoint)}, val={'save_img': True, 'suffix': None},
+                         **overrides)
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny convolutions run much faster on one thread when the CPU is shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.usefixtures('one_thread')
+def test_basicsr_test_scores_qat_and_fp32_checkpoints(write_options, delete_key, workdir):
+    models = _train(write_options('scored', train={'total_iter': 2}, val={'val_freq': 2}))
+    for checkpoint in ('net_g_latest.pth', 'net_g_fp32.pth'):  # QAT (quantized student + teacher), FP32
+        name = f'test_{checkpoint[:-4]}'
+        _forget_basicsr_logger()
+        main(['test', '-opt', str(_test_options(write_options, delete_key, name, (models / checkpoint).resolve()))])
+        results = workdir / 'results' / name
+        log = next(results.glob(f'test_{name}_*.log')).read_text()
+        psnr = float(re.search(r'# psnr: ([0-9.]+)', log).group(1))
+        assert 10 < psnr < 60, log[-2000:]
+        assert sorted(p.name for p in (results / 'visualization' / 'tiny_val').iterdir()) == [
+            f'000_{name}.png', f'001_{name}.png']
+
+
+@pytest.mark.usefixtures('one_thread')
+def test_checkpoints_record_their_options_and_refuse_others(write_options, delete_key, workdir, capsys):
+    models = _train(write_options('bits8', train={'total_iter': 2}, val={'val_freq': 2}))
+    checkpoint = (models / 'net_g_latest.pth').resolve()
+    record = torch.load(checkpoint, weights_only=True)['options']
+    assert record['quant']['weight_bits'] == record['quant']['act_bits'] == 8
+    assert record['network_g'] == {'type': 'EFM', 'in_ch': 1, 'width': 4, 'depth': 2, 'out_ch': None, 'enc_blocks': 1,
+                                   'dec_blocks': 1, 'mid_blocks': 2, 'ldg': True, 'ldg_mode': 'residual',
+                                   'ldg_bias_init': 0.0, 'act': 'relu', 'down': 'conv', 'up': 'deconv',
+                                   'global_residual': True, 'clamp': True, 'stem': 'unshuffle'}
+
+    bits4 = str(_test_options(write_options, delete_key, 'bits4', checkpoint, quant={'bits': 4}))
+    expected = (f'checkpoint {checkpoint} was trained with quant.bits 8, the options say 4: use the options it was '
+                'trained with (quant.bits: 8).')
+    for argv in (['export', '-opt', bits4, '--ckpt', str(checkpoint), '--out', 'bits4.onnx'],
+                 ['infer', '-opt', bits4, '--ckpt', str(checkpoint), '-i', 'images/val', '-o', 'restored'],
+                 ['test', '-opt', bits4]):
+        assert _refusal(argv, capsys) == expected, argv[0]
+    assert not (workdir / 'bits4.onnx').exists() and not (workdir / 'restored').exists()
+
+    wide = str(_test_options(write_options, delete_key, 'wide', checkpoint, network_g={'width': 8}))
+    assert _refusal(['export', '-opt', wide, '--ckpt', str(checkpoint), '--out', 'wide.onnx'], capsys) == (
+        f'checkpoint {checkpoint} was trained with network_g.width 4, the options say 8: use the options it was '
+        'trained with (network_g.width: 4).')
+
+    ort = write_options('ort', quant={'unsigned_relu': True}, train={'fp32_warmup_iter': 0, 'total_iter': 1},
+                        path={'pretrain_network_g': str(checkpoint)})  # as options/qdr_denoise_bsd68_ort.yml does
+    assert (_train(ort) / 'net_g_latest.pth').is_file()  # continuing QAT may change quant.unsigned_relu
+
+    plain = workdir / 'published.pth'  # a checkpoint without the record (older ones, published FP32 weights)
+    torch.save({'params': torch.load(models / 'net_g_fp32.pth', weights_only=True)['params']}, plain)
+    main(['export', '-opt', bits4, '--ckpt', str(plain), '--out', 'plain.onnx', '--fp32'])
+    assert (workdir / 'plain.onnx').is_file()

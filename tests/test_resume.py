@@ -66,7 +66,8 @@ def test_resumed_run_equals_uninterrupted_run(resume_at, write_options, monkeypa
 
     expected = torch.load(straight / 'models' / 'net_g_latest.pth', weights_only=True)
     actual = torch.load(resumed / 'models' / 'net_g_latest.pth', weights_only=True)
-    assert set(expected) == set(actual) == {'params', 'params_teacher', 'params_lmr'}
+    assert set(expected) == set(actual) == {'params', 'params_teacher', 'params_lmr', 'options'}
+    assert expected.pop('options') == actual.pop('options')  # the training record (network_g, quant)
     for key in expected:
         assert expected[key].keys() == actual[key].keys(), key
         for name, tensor in expected[key].items():

@@ -8,7 +8,8 @@ the input: dynamic N/H/W with min ``1 x C x 64 x 64``, opt ``--shape``, max ``N 
 dimensions of the ONNX input stay as they are). Timing: the median of ``--runs`` executions after warm-up, with
 torch CUDA tensors as I/O buffers (``set_tensor_address`` + ``execute_async_v3`` on torch's current stream).
 
-Without TensorRT or a CUDA GPU it prints one line and exits with status 3.
+Without TensorRT or a CUDA GPU it prints one line and exits with status 3. An existing ``--engine`` file is refused
+(before the build) unless ``--overwrite``; the engine is written atomically.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Build and time a TensorRT engine from a Q/DQ ONNX model.')
     parser.add_argument('onnx', type=Path, help='an explicitly quantized (Q/DQ) ONNX model')
     parser.add_argument('--engine', type=Path, required=True, help='where to write the serialized engine')
+    parser.add_argument('--overwrite', action='store_true', help='replace --engine if it exists')
     parser.add_argument('--fp16', action='store_true', help='weakly typed network, INT8 + FP16 builder flags')
     parser.add_argument('--shape', help='the optimal input shape NxCxHxW (default 1xCx256x256, C from the ONNX)')
     parser.add_argument('--runs', type=int, default=50, help='timed runs after warm-up (default 50)')
@@ -123,6 +125,18 @@ def benchmark(trt, plan: bytes, dims: tuple[int, ...], runs: int, warmup: int = 
     return dims[0] / statistics.median(times)
 
 
+def _check_engine_path(args: argparse.Namespace) -> None:
+    """Refuse a bad ``--engine`` before the build, in one line (the plugin is imported only on a machine that can
+    build)."""
+    from qdr_plugin.errors import UserError
+    from qdr_plugin.utils.output_paths import check_output_file
+
+    try:
+        check_output_file(args.engine, '--engine', args.overwrite, {'onnx': args.onnx}, 'model.engine')
+    except UserError as error:
+        sys.exit(f'build_trt: {error}')
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     try:
@@ -135,9 +149,11 @@ def main(argv: list[str] | None = None) -> int:
     if not torch.cuda.is_available():
         print('build_trt: no CUDA GPU found — nothing built.')
         return NO_EXIT
+    _check_engine_path(args)
     plan, opt = build(trt, args)
-    args.engine.parent.mkdir(parents=True, exist_ok=True)
-    args.engine.write_bytes(plan)
+    from qdr_plugin.utils.atomic_write import atomic_write_bytes
+
+    atomic_write_bytes(args.engine, plan)
     print(f'build_trt: wrote {args.engine} ({len(plan) / 2**20:.1f} MiB, TensorRT {trt.__version__}).')
     fps = benchmark(trt, plan, opt, args.runs)
     shape = 'x'.join(map(str, opt))

@@ -20,6 +20,8 @@ from os import path as osp
 import cv2
 
 from qdr_plugin.data.gaussian_noise_dataset import IMG_EXTENSIONS  # first: registers the plugin's torchvision alias
+from qdr_plugin.errors import UserError
+from qdr_plugin.utils.output_paths import check_writable_folder
 
 HEADROOM = 10 * 1024**2  # bytes added to the LMDB map size
 
@@ -67,21 +69,30 @@ def map_size_for(folder: str, names: list[str], n_thread: int) -> int:
     return 10 * sum(sizes) + HEADROOM
 
 
-def _prepare_output(out: str, overwrite: bool) -> None:
+def _check_output(out: str, overwrite: bool) -> None:
+    """Refuse a bad output path before any image is read (nothing is removed here)."""
     if not out.endswith('.lmdb'):
         raise MakeLmdbError(f"the output path must end with '.lmdb' (basicsr's convention), got '{out}'.")
     if osp.lexists(out):
         if not overwrite:
-            raise MakeLmdbError(f"'{out}' already exists; pass --overwrite to replace it.")
+            raise MakeLmdbError(f"'{out}' already exists; pass --overwrite to replace it, or choose another path.")
         if osp.isdir(out) and not osp.islink(out):
             entries = set(os.listdir(out))
             if entries - {'data.mdb', 'lock.mdb', 'meta_info.txt'}:
                 raise MakeLmdbError(f"'{out}' is not an LMDB made by this tool (other files inside); not replacing it.")
-            shutil.rmtree(out)
-        else:
-            os.remove(out)
-    parent = osp.dirname(osp.abspath(out))
-    os.makedirs(parent, exist_ok=True)
+    try:
+        check_writable_folder(osp.dirname(osp.abspath(out)), 'out', out)
+    except UserError as error:
+        raise MakeLmdbError(str(error)) from error
+
+
+def _replace_output(out: str) -> None:
+    """Remove a previous output (checked by :func:`_check_output`) and create the output's parent folder."""
+    if osp.isdir(out) and not osp.islink(out):
+        shutil.rmtree(out)
+    elif osp.lexists(out):
+        os.remove(out)
+    os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
 
 
 def make_lmdb(folder: str, out: str, n_thread: int = 2, compress_level: int = 1, overwrite: bool = False) -> int:
@@ -92,9 +103,10 @@ def make_lmdb(folder: str, out: str, n_thread: int = 2, compress_level: int = 1,
         raise MakeLmdbError(f'--compress-level must be 0..9 (PNG compression), got {compress_level}.')
     if n_thread < 1:
         raise MakeLmdbError(f'--n-thread must be >= 1, got {n_thread}.')
+    _check_output(out, overwrite)
     names = image_names(folder)
     map_size = map_size_for(folder, names, n_thread)
-    _prepare_output(out, overwrite)
+    _replace_output(out)
     keys = [osp.splitext(n)[0] for n in names]
     try:
         make_lmdb_from_imgs(

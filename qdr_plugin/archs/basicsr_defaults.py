@@ -37,13 +37,13 @@ The FP32 warm-up trains the multi-branch ECBs; QAT trains the plain convs; the t
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 from basicsr.archs.ecbsr_arch import ECB
-from basicsr.utils import get_root_logger
 from torch import nn
 
 from qdr_plugin.quant.convert import register_rewrite
@@ -143,5 +143,8 @@ def reparameterize_ecb(model: nn.Module) -> int:
     for parent, name, child in slots:
         setattr(parent, name, ReparameterizedECB(child))
     if slots:
-        get_root_logger().info(f'quantize_model: {len(slots)} ECB blocks re-parameterized into plain 3x3 convolutions.')
+        # basicsr's logger without get_root_logger(), which would set it up (without its log file) when the
+        # pre-flight check rewrites a network before basicsr's training starts
+        logging.getLogger('basicsr').info(
+            f'quantize_model: {len(slots)} ECB blocks re-parameterized into plain 3x3 convolutions.')
     return len(slots)

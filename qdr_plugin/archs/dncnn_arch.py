@@ -18,10 +18,14 @@ their convolutions in the ``nn.Sequential``, so :func:`qdr_plugin.quant.fold_bat
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
+from qdr_plugin.option_rules import OptionsError, need_bool, need_int, need_number
 from qdr_plugin.quant.ops import Sub
 from qdr_plugin.registry import register
 
@@ -57,11 +61,9 @@ class DnCNN(nn.Module):
         residual: bool = True,
     ):
         super().__init__()
+        self.check_options({'in_ch': in_ch, 'out_ch': out_ch, 'depth': depth, 'width': width, 'bn': bn,
+                            'bn_eps': bn_eps, 'residual': residual})
         out_ch = in_ch if out_ch is None else out_ch
-        if depth < 2:
-            raise ValueError(f'DnCNN: depth must be >= 2, got {depth}.')
-        if residual and out_ch != in_ch:
-            raise ValueError('DnCNN: residual needs out_ch == in_ch.')
         self.in_ch = in_ch
         layers: list[nn.Module] = [nn.Conv2d(in_ch, width, 3, padding=1, bias=True), nn.ReLU(inplace=True)]
         for _ in range(depth - 2):
@@ -75,6 +77,24 @@ class DnCNN(nn.Module):
         block = 3 if bn else 2
         middle = (depth - 3) // 2  # the middle one of the depth - 2 conv blocks (the first, if there are none)
         self.dfd_layer = f'dncnn.{1 + block * (middle + 1)}' if depth > 2 else 'dncnn.1'
+
+    @classmethod
+    def check_options(cls, opt: Mapping[str, Any], path: str = 'DnCNN') -> None:
+        """The rules of the constructor's arguments (the ``network_g`` keys), for the constructor and the pre-flight
+        check: ``in_ch``, ``out_ch``, ``width`` integers >= 1, ``depth`` >= 2, ``bn_eps`` > 0, ``bn`` and
+        ``residual`` ``true`` / ``false``, ``out_ch == in_ch`` with ``residual``. An absent key (or ``~``) takes its
+        default. Raises :class:`~qdr_plugin.option_rules.OptionsError` at ``<path>.<key>``.
+        """
+        in_ch = need_int(opt, path, 'in_ch', 1, default=1)
+        out_ch = need_int(opt, path, 'out_ch', 1, default=in_ch)
+        need_int(opt, path, 'depth', 2, example='17')
+        need_int(opt, path, 'width', 1, example='64')
+        need_number(opt, path, 'bn_eps', above=True, example='1.0e-4')
+        need_bool(opt, path, 'bn')
+        if need_bool(opt, path, 'residual', default=True) and out_ch != in_ch:
+            raise OptionsError(f'{path}.out_ch', f'differs from in_ch ({in_ch}), but residual subtracts the '
+                               'predicted noise from the input (out_ch == in_ch)', out_ch,
+                               'Remove out_ch (it defaults to in_ch), or set residual: false.')
 
     @property
     def decoder_layers(self) -> list[str]:

@@ -33,11 +33,15 @@ graph and crops the output back.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
+from qdr_plugin.option_rules import OptionsError, is_number, need_bool, need_choice, need_int
 from qdr_plugin.quant.ops import Add, Mul
 from qdr_plugin.registry import register
 
@@ -139,6 +143,17 @@ class DecoderStage(nn.Module):
         return self.blocks(self.skip(self.up(x), skip))
 
 
+_EFM_COUNTS = (('width', 1, '32'), ('depth', 1, '2'), ('enc_blocks', 0, '1'), ('dec_blocks', 0, '1'),
+               ('mid_blocks', 0, '2'))
+"""The EFM's count arguments: ``(key, minimum, example)``."""
+
+_EFM_MODES = {
+    'ldg_mode': ('residual', 'multiply'), 'act': ('relu', 'lrelu'), 'down': ('conv', 'unshuffle'),
+    'up': ('deconv', 'shuffle'), 'stem': ('unshuffle', 'conv'),
+}
+"""The EFM's string arguments and their values."""
+
+
 @register(ARCH_REGISTRY)
 class EFM(nn.Module):
     """Edge-friendly U-Net with LDG (see the module docstring).
@@ -177,13 +192,13 @@ class EFM(nn.Module):
         stem: str = 'unshuffle',
     ):
         super().__init__()
+        self.check_options({
+            'in_ch': in_ch, 'out_ch': out_ch, 'width': width, 'depth': depth, 'enc_blocks': enc_blocks,
+            'dec_blocks': dec_blocks, 'mid_blocks': mid_blocks, 'ldg': ldg, 'ldg_mode': ldg_mode,
+            'ldg_bias_init': ldg_bias_init, 'act': act, 'down': down, 'up': up, 'global_residual': global_residual,
+            'clamp': clamp, 'stem': stem,
+        })
         out_ch = in_ch if out_ch is None else out_ch
-        if depth < 1:
-            raise ValueError(f'EFM: depth must be >= 1, got {depth}.')
-        if global_residual and out_ch != in_ch:
-            raise ValueError('EFM: global_residual needs out_ch == in_ch.')
-        if stem not in ('conv', 'unshuffle'):
-            raise ValueError(f"EFM: stem must be 'conv' or 'unshuffle', got {stem!r}.")
         self.in_ch, self.depth, self.clamp = in_ch, depth, clamp
         self.stem = 2 if stem == 'unshuffle' else 1
         widths = [width * 2**i for i in range(depth + 1)]
@@ -201,6 +216,29 @@ class EFM(nn.Module):
         )
         self.tail = nn.Conv2d(width, out_ch * self.stem**2, 3, padding=1)
         self.residual = Add() if global_residual else None
+
+    @classmethod
+    def check_options(cls, opt: Mapping[str, Any], path: str = 'EFM') -> None:
+        """The rules of the constructor's arguments (the ``network_g`` keys), for the constructor and the pre-flight
+        check: counts are integers (``in_ch``, ``out_ch``, ``width``, ``depth`` >= 1, block counts >= 0), switches
+        ``true`` / ``false``, modes one of their names, ``out_ch == in_ch`` with ``global_residual``. An absent key
+        (or ``~``) takes its default. Raises :class:`~qdr_plugin.option_rules.OptionsError` at ``<path>.<key>``.
+        """
+        in_ch = need_int(opt, path, 'in_ch', 1, default=1)
+        out_ch = need_int(opt, path, 'out_ch', 1, default=in_ch)
+        for key, minimum, example in _EFM_COUNTS:
+            need_int(opt, path, key, minimum, example=example)
+        for key in ('ldg', 'clamp'):
+            need_bool(opt, path, key)
+        for key, choices in _EFM_MODES.items():
+            need_choice(opt, path, key, choices)
+        bias = opt.get('ldg_bias_init')
+        if bias is not None and not is_number(bias):
+            raise OptionsError(f'{path}.ldg_bias_init', 'must be a number', bias, 'Write ldg_bias_init: 0.0.')
+        if need_bool(opt, path, 'global_residual', default=True) and out_ch != in_ch:
+            raise OptionsError(f'{path}.out_ch', f'differs from in_ch ({in_ch}), but global_residual adds the input '
+                               'to the output', out_ch, 'Remove out_ch (it defaults to in_ch), or set '
+                               'global_residual: false.')
 
     @property
     def decoder_layers(self) -> list[str]:

@@ -13,7 +13,9 @@ from typing import Any
 import torch
 
 from qdr_plugin.deploy.options import read_options
+from qdr_plugin.errors import UserError
 from qdr_plugin.quant import is_quantized
+from qdr_plugin.utils.output_paths import check_output_folder
 
 from .models import BenchModel, load_model, parse_model_spec
 from .plots import plot_per_image_diff, plot_psnr_vs_fps, plot_sensitivity
@@ -25,6 +27,7 @@ from .timing import frames_per_second
 
 DEFAULT_DATA_ROOT = Path(__file__).resolve().parents[2].parent / 'shared' / 'datasets'
 """``../shared/datasets`` next to the repository."""
+BENCH_PLOTS = ('bench_psnr_vs_fps.png', 'bench_per_image_diff.png')
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -47,7 +50,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument('--reference', metavar='NAME',
                         help='the model retention and drop are measured against (default: the first FP32 model)')
     parser.add_argument('--out', type=Path, default=Path('results/bench'),
-                        help='folder for bench.json/.csv/.md and the plots (default results/bench)')
+                        help='folder for bench.json/.csv/.md and the plots (default results/bench); a folder '
+                        'already holding them is refused, see --overwrite')
+    parser.add_argument('--overwrite', action='store_true', help='replace the result files already in --out')
     parser.add_argument('--runs', type=int, default=20, help='timed runs per model; the median counts (default 20)')
     parser.add_argument('--warmup', type=int, default=3, help='untimed runs before timing (default 3)')
     parser.add_argument('--rounds', type=int, default=5,
@@ -65,6 +70,14 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument('--calib-images', type=int, default=16,
                         help='sensitivity of an FP32 checkpoint: training crops to calibrate on (default 16)')
     return parser
+
+
+def _output_names(args: argparse.Namespace) -> list[str]:
+    """The files a run writes into ``--out``."""
+    names = [f'bench.{suffix}' for suffix in ('json', 'csv', 'md')] + list(BENCH_PLOTS)
+    if args.sensitivity is not None:
+        names += [f'sensitivity.{suffix}' for suffix in ('json', 'csv', 'md', 'png')]
+    return names
 
 
 def _check_numbers(args: argparse.Namespace) -> None:
@@ -87,7 +100,7 @@ def _load_models(args: argparse.Namespace, opt: dict[str, Any] | None) -> list[B
     for name in (args.reference, args.sensitivity or None):
         if name is not None and name not in names:
             raise ValueError(f"'{name}' is not one of the --model names ({', '.join(names)}).")
-    return [load_model(spec, opt, args.threads, args.size) for spec in specs]
+    return [load_model(spec, opt, args.threads, args.size, args.opt) for spec in specs]
 
 
 def _bench_sets(args: argparse.Namespace, opt: dict[str, Any] | None, models: list[BenchModel]) -> list[BenchSet]:
@@ -160,12 +173,14 @@ def _sensitivity(args: argparse.Namespace, opt: dict[str, Any], model: BenchMode
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of ``basicsr bench``."""
+    """Entry point of ``basicsr bench``; a problem the user can fix raises :class:`~qdr_plugin.errors.UserError`
+    (the ``basicsr`` command prints it as one line)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
     command = shlex.join(['basicsr', 'bench', *argv])
     try:
         _check_numbers(args)
+        check_output_folder(args.out, '--out', _output_names(args), args.overwrite)
         torch.set_num_threads(args.threads)
         opt = read_options(args.opt) if args.opt is not None else None
         models = _load_models(args, opt)
@@ -184,13 +199,15 @@ def main(argv: list[str] | None = None) -> None:
         note = (f'retention = PSNR / PSNR of {reference} on the same images; drop = the difference in dB.'
                 if reference is not None else 'no FP32 model: no retention (give --reference NAME).')
         paths = write_results(args.out, 'bench', rows, info, table, note)
-        plots = [plot_psnr_vs_fps(rows, args.out / 'bench_psnr_vs_fps.png')]
+        plots = [plot_psnr_vs_fps(rows, args.out / BENCH_PLOTS[0])]
         if reference is not None:
-            plots.append(plot_per_image_diff(rows, reference, args.out / 'bench_per_image_diff.png'))
+            plots.append(plot_per_image_diff(rows, reference, args.out / BENCH_PLOTS[1]))
         print(f'\n{table}\n\n{note}')
         print('wrote', ', '.join(str(p) for p in [*paths.values(), *plots] if p is not None))
         if sensitivity_model is not None:
             _sensitivity(args, opt, sensitivity_model, sets[0], command)
+    except UserError:
+        raise
     except (ValueError, FileNotFoundError, RuntimeError) as error:
         message = str(error).strip()
-        sys.exit(f'basicsr bench: {message.splitlines()[0] if message else type(error).__name__}')
+        raise UserError(message.splitlines()[0] if message else type(error).__name__) from error

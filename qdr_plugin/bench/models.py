@@ -1,7 +1,7 @@
 """The models a benchmark compares: ``NAME=PATH`` specs, loaded as restorers with their runtime and precision.
 
 - ``.pth``: a basicsr checkpoint, rebuilt from the options' ``network_g`` (and ``quant`` block) with
-  :func:`qdr_plugin.utils.checkpoint.load_networks` and run by PyTorch; a quantized (QDR) checkpoint runs as the
+  :func:`qdr_plugin.deploy.checkpoints.load_checkpoint` and run by PyTorch; a quantized (QDR) checkpoint runs as the
   fake-quantized INT8 network, a plain one in FP32.
 - ``.onnx``: run by ONNX Runtime on the CPU; INT8 when the graph holds quantization nodes (QuantizeLinear,
   QLinearConv, ...), FP32 otherwise.
@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import math
-import pickle
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,11 +20,12 @@ import onnx
 from basicsr.archs import build_network
 from torch import nn
 
+from qdr_plugin.deploy.checkpoints import load_checkpoint
 from qdr_plugin.deploy.graph_rewrites import constant_values
 from qdr_plugin.deploy.infer import Restorer, onnx_restorer, torch_restorer
 from qdr_plugin.deploy.options import input_channels
+from qdr_plugin.errors import UserError
 from qdr_plugin.quant import is_quantized
-from qdr_plugin.utils.checkpoint import load_networks
 from qdr_plugin.utils.complexity import count_macs, count_parameters
 
 MODEL_SUFFIXES = ('.pth', '.onnx')
@@ -66,12 +66,12 @@ def parse_model_spec(text: str) -> ModelSpec:
     name, sep, path = text.partition('=')
     name, path = name.strip(), path.strip()
     if not sep or not name or not path:
-        raise ValueError(
+        raise UserError(
             f"--model '{text}': expected NAME=PATH with PATH a .pth checkpoint or an .onnx model, e.g. "
             '--model int8=model.onnx.'
         )
     if Path(path).suffix.lower() not in MODEL_SUFFIXES:
-        raise ValueError(
+        raise UserError(
             f"--model '{text}': {path} is neither a .pth checkpoint nor an .onnx model; give one of those "
             '(the file type decides the runtime).'
         )
@@ -111,20 +111,13 @@ def _complexity(net: nn.Module, channels: int, size: int) -> tuple[int, int]:
     return count_parameters(net), count_macs(net, (1, channels, size, size))
 
 
-def _load_checkpoint(spec: ModelSpec, opt: Mapping[str, Any] | None, size: int) -> BenchModel:
+def _load_checkpoint(spec: ModelSpec, opt: Mapping[str, Any] | None, opt_path: str, size: int) -> BenchModel:
     if opt is None:
-        raise ValueError(
+        raise UserError(
             f'--model {spec.name}={spec.path} is a checkpoint: give -opt X.yml, the options file it was trained '
             'with (its network_g builds the network).'
         )
-    try:
-        net, _ = load_networks(opt['network_g'], opt.get('quant'), str(spec.path))
-    except (pickle.UnpicklingError, EOFError, KeyError, RuntimeError) as error:
-        detail = ' '.join(line.strip() for line in str(error).splitlines() if line.strip())[:200]
-        raise ValueError(
-            f'cannot load {spec.path} as network_g of the options file ({type(error).__name__}: {detail}); give a '
-            'basicsr checkpoint and the options file it was trained with.'
-        ) from error
+    net, _ = load_checkpoint(opt, opt_path, spec.path)
     channels = input_channels(dict(opt))
     params, macs = _complexity(net, channels, size)
     precision = 'int8' if is_quantized(net) else 'fp32'
@@ -135,10 +128,10 @@ def _load_onnx(spec: ModelSpec, arch: tuple[nn.Module, int] | None, threads: int
     try:
         graph = onnx.load(str(spec.path), load_external_data=False).graph
     except Exception as error:  # noqa: BLE001  (protobuf raises its own types)
-        raise ValueError(f'{spec.path}: not a readable ONNX model ({str(error).splitlines()[0]}).') from error
+        raise UserError(f'{spec.path}: not a readable ONNX model ({str(error).splitlines()[0]}).') from error
     dims = graph.input[0].type.tensor_type.shape.dim if graph.input else []
     if len(dims) != 4 or not dims[1].HasField('dim_value'):
-        raise ValueError(f'{spec.path}: its input is not N x C x H x W with a fixed C; export it with basicsr export.')
+        raise UserError(f'{spec.path}: its input is not N x C x H x W with a fixed C; export it with basicsr export.')
     channels = dims[1].dim_value
     precision = 'int8' if any(node.op_type in INT8_ONNX_OPS for node in graph.node) else 'fp32'
     params = macs = None
@@ -148,15 +141,18 @@ def _load_onnx(spec: ModelSpec, arch: tuple[nn.Module, int] | None, threads: int
     return BenchModel(spec.name, spec.path, 'onnxruntime', precision, channels, restore, params, macs)
 
 
-def load_model(spec: ModelSpec, opt: Mapping[str, Any] | None, threads: int, size: int) -> BenchModel:
-    """Load ``spec`` (see the module docstring). ``opt`` is the options file (``network_g``, ``quant``), needed for
-    checkpoints; an ONNX file gets the parameter and MAC counts of ``network_g`` when its weights have the same
-    count (an export of that network), none otherwise. ``threads``: ONNX Runtime intra-op threads; ``size``: side
-    of the square input the MACs are counted on."""
+def load_model(
+    spec: ModelSpec, opt: Mapping[str, Any] | None, threads: int, size: int, opt_path: str | None = None
+) -> BenchModel:
+    """Load ``spec`` (see the module docstring). ``opt`` is the options file (``network_g``, ``quant``; read from
+    ``opt_path``), needed for checkpoints; an ONNX file gets the parameter and MAC counts of ``network_g`` when its
+    weights have the same count (an export of that network), none otherwise. ``threads``: ONNX Runtime intra-op
+    threads; ``size``: side of the square input the MACs are counted on. A file that cannot be loaded raises a
+    one-line :class:`~qdr_plugin.errors.UserError`."""
     if not spec.path.is_file():
-        raise FileNotFoundError(f'model file {spec.path} (--model {spec.name}=...) does not exist; check the path.')
+        raise UserError(f'model file {spec.path} (--model {spec.name}=...) does not exist; check the path.')
     if spec.path.suffix.lower() == '.pth':
-        return _load_checkpoint(spec, opt, size)
+        return _load_checkpoint(spec, opt, opt_path or 'the options file', size)
     arch = None
     if opt is not None:
         arch = build_network(dict(opt['network_g'])).eval(), input_channels(dict(opt))

@@ -12,6 +12,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from qdr_plugin.utils.atomic_write import atomic_output
+
 _MARKERS = {'fp32': 'o', 'int8': 's'}
 
 
@@ -39,6 +41,12 @@ def _figure(panels: int, width: float = 5.0, height: float = 4.0) -> tuple[Figur
     return fig, axes[:panels]
 
 
+def _save(fig: Figure, path: str | Path) -> None:
+    """Write ``fig`` to ``path`` atomically, in the format its suffix names (PNG by default)."""
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, dpi=110, format=Path(path).suffix.lstrip('.').lower() or 'png')
+
+
 def plot_psnr_vs_fps(rows: Sequence[dict[str, Any]], path: str | Path) -> Path | None:
     """One panel per dataset / setting, one point per model (circle FP32, square INT8); ``None`` (nothing written)
     when no row has a speed."""
@@ -57,7 +65,7 @@ def plot_psnr_vs_fps(rows: Sequence[dict[str, Any]], path: str | Path) -> Path |
         ax.set_ylabel('PSNR (dB)')
         ax.ticklabel_format(axis='y', useOffset=False)
         ax.grid(alpha=0.3)
-    fig.savefig(path, dpi=110)
+    _save(fig, path)
     return Path(path)
 
 
@@ -85,7 +93,7 @@ def plot_per_image_diff(rows: Sequence[dict[str, Any]], reference: str, path: st
         ax.set_ylabel('PSNR difference (dB)')
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
-    fig.savefig(path, dpi=110)
+    _save(fig, path)
     return Path(path)
 
 
@@ -101,5 +109,5 @@ def plot_sensitivity(layers: Sequence[dict[str, Any]], path: str | Path, title: 
     ax.set_title(title, fontsize=9)
     ax.tick_params(axis='y', labelsize=7)
     ax.grid(axis='x', alpha=0.3)
-    fig.savefig(path, dpi=110)
+    _save(fig, path)
     return Path(path)

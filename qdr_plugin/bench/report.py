@@ -4,6 +4,7 @@ and CSV (the scalar columns); ``basicsr bench`` and the scripts in ``benchmarks/
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import platform
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from qdr_plugin.utils.atomic_write import atomic_write_text
 
 Column = tuple[str, str, str]
 """``(row key, header, format)``; the format is a ``str.format`` spec, ``'count'`` (thousands separators) or
@@ -91,26 +94,26 @@ def run_info(command: str, threads: int, **settings: Any) -> dict[str, Any]:
             **settings}
 
 
-def _write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+def _csv_text(rows: Sequence[dict[str, Any]]) -> str:
     keys = [k for k in rows[0] if not isinstance(rows[0][k], (list, dict))] if rows else []
-    with open(path, 'w', newline='') as f:
-        writer = csv.DictWriter(f, keys, extrasaction='ignore')
-        writer.writeheader()
-        writer.writerows(rows)
+    text = io.StringIO(newline='')
+    writer = csv.DictWriter(text, keys, extrasaction='ignore')
+    writer.writeheader()
+    writer.writerows(rows)
+    return text.getvalue()
 
 
 def write_results(
     out: str | Path, stem: str, rows: Sequence[dict[str, Any]], info: dict[str, Any], table: str, extra: str = ''
 ) -> dict[str, Path]:
     """Write ``<out>/<stem>.json`` (``info`` + rows), ``<stem>.csv`` (scalar columns) and ``<stem>.md`` (``table``,
-    then ``extra``, under the command); returns the paths by suffix."""
+    then ``extra``, under the command), each atomically; returns the paths by suffix."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     paths = {suffix: out / f'{stem}.{suffix}' for suffix in ('json', 'csv', 'md')}
-    paths['json'].write_text(json.dumps({**info, 'rows': list(rows)}, indent=2) + '\n')
-    _write_csv(paths['csv'], rows)
+    atomic_write_text(paths['json'], json.dumps({**info, 'rows': list(rows)}, indent=2) + '\n')
+    atomic_write_text(paths['csv'], _csv_text(rows), newline='')
     host = info['machine']
     header = (f'`{info["command"]}`\n\n{info["date"]}, {host["processor"]}, {host["threads"]} threads, '
               f'torch {host["torch"]}, onnxruntime {host["onnxruntime"]}\n\n')
-    paths['md'].write_text(header + table + '\n' + (f'\n{extra}\n' if extra else ''))
+    atomic_write_text(paths['md'], header + table + '\n' + (f'\n{extra}\n' if extra else ''))
     return paths

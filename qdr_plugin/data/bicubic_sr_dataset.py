@@ -19,10 +19,11 @@ from basicsr.utils.matlab_functions import imresize
 from basicsr.utils.registry import DATASET_REGISTRY
 from torch.utils import data
 
+from qdr_plugin.errors import UserError
 from qdr_plugin.option_rules import OptionsError, OptionsPathError, need_bool, need_choice, need_int
 from qdr_plugin.registry import register
 
-from .dataset_options import check_dataset_keys, training_phase
+from .dataset_options import check_crop_fits, check_dataset_keys, training_phase
 from .image_source import ImageSource
 
 __all__ = ['COLOR_MODES', 'SCALES', 'BicubicSRDataset', 'bicubic_downscale']
@@ -80,7 +81,8 @@ class BicubicSRDataset(data.Dataset):
     or the HR path again when the LR is made here.
 
     Reading: as ``GaussianNoiseDataset`` (:func:`qdr_plugin.data.image_source.decode_image`): 8-bit / 16-bit
-    images scaled to [0, 1]; unreadable files raise ValueError naming the file.
+    images scaled to [0, 1]; unreadable files raise :class:`~qdr_plugin.errors.UserError` (a ValueError) naming the
+    file.
 
     Made LR (:func:`bicubic_downscale`): training takes a random ``gt_size`` HR crop, applies the flips / rotation,
     then downscales it; validation/test mod-crops the whole HR image to a multiple of ``scale`` (as basicsr's
@@ -154,6 +156,37 @@ class BicubicSRDataset(data.Dataset):
         }
 
     @classmethod
+    def check_images(cls, opt: Mapping[str, Any], path: str = _OWNER,
+                     base_dir: str | os.PathLike | None = None) -> None:
+        """What the pre-flight check can tell from the images before training: with ``dataroot_lq``, every HR image
+        ``scale`` times its LR image (file headers); for training, every HR image at least ``gt_size`` on its shorter
+        side (headers); for validation / testing, every image decodes (each one is read once) and is at least
+        ``scale`` pixels on each side.
+
+        Raises:
+            OptionsError: At ``<path>.gt_size``, naming the smallest image.
+            UserError: Naming a file that cannot be read, an LR / HR pair of the wrong sizes, or an image smaller
+                than the scale.
+        """
+        checked = cls.check_options(opt, path, base_dir)
+        gt_source, lq_source, scale = checked['gt_source'], checked['lq_source'], checked['scale']
+        if lq_source is not None:
+            for gt_path, lq_path in zip(gt_source.paths, checked['lq_paths']):
+                hr, lq = gt_source.size(gt_path), lq_source.size(lq_path)
+                if hr is not None and lq is not None and (hr[0] // scale, hr[1] // scale) != lq:
+                    raise UserError(_pair_mismatch(gt_source.describe(gt_path), hr, lq_source.describe(lq_path), lq,
+                                                   scale))
+        if checked['train']:
+            check_crop_fits(gt_source, checked['gt_size'], f'{path}.gt_size')
+            return
+        channels = 1 if checked['color'] == 'gray' else 3
+        for source in filter(None, (gt_source, lq_source)):
+            source.check_decodable(channels)
+        smallest = gt_source.smallest()
+        if smallest is not None and min(smallest[1:]) < scale:
+            raise UserError(_too_small(gt_source.describe(smallest[0]), smallest[1:], scale))
+
+    @classmethod
     def lq_channels(cls, opt: Mapping[str, Any], path: str = _OWNER) -> tuple[str, int]:
         """The option that sets the channel count of ``lq`` (the network's input) and that count."""
         return 'color', 3 if _color(opt, path) == 'rgb' else 1
@@ -162,7 +195,7 @@ class BicubicSRDataset(data.Dataset):
         h, w = img.shape[:2]
         size = self.gt_size
         if h < size or w < size:
-            raise ValueError(
+            raise UserError(
                 f"{_OWNER}: HR image '{self.gt_source.describe(path)}' is {h}x{w} (HxW), smaller than gt_size "
                 f'{size}x{size}; lower gt_size or remove the image.'
             )
@@ -174,16 +207,13 @@ class BicubicSRDataset(data.Dataset):
         s = self.scale
         (h, w), (lh, lw) = hr.shape[:2], lq.shape[:2]
         if (h // s, w // s) != (lh, lw):
-            raise ValueError(
-                f"{_OWNER}: LR image '{self.lq_source.describe(lq_path)}' is {lh}x{lw} (HxW), but HR image "
-                f"'{self.gt_source.describe(gt_path)}' is {h}x{w}, which needs {h // s}x{w // s} at scale {s}; "
-                'fix the pair (or the scale), or drop dataroot_lq to make the LR by resizing.'
-            )
+            raise UserError(_pair_mismatch(self.gt_source.describe(gt_path), (h, w),
+                                           self.lq_source.describe(lq_path), (lh, lw), s))
         if not self.train:
             return hr[:lh * s, :lw * s], lq
         size = self.gt_size // s
         if lh < size or lw < size:
-            raise ValueError(
+            raise UserError(
                 f"{_OWNER}: HR image '{self.gt_source.describe(gt_path)}' is {h}x{w} (HxW), smaller than gt_size "
                 f'{self.gt_size}x{self.gt_size}; lower gt_size or remove the image.'
             )
@@ -206,10 +236,7 @@ class BicubicSRDataset(data.Dataset):
             else:
                 h, w = hr.shape[:2]
                 if h < self.scale or w < self.scale:
-                    raise ValueError(
-                        f"{_OWNER}: HR image '{self.gt_source.describe(gt_path)}' is {h}x{w} (HxW), smaller than "
-                        f'the scale {self.scale}; remove it.'
-                    )
+                    raise UserError(_too_small(self.gt_source.describe(gt_path), (h, w), self.scale))
                 hr = mod_crop(hr, self.scale)
             lq = bicubic_downscale(hr, self.scale, top)
         if self.color == 'y':
@@ -219,6 +246,19 @@ class BicubicSRDataset(data.Dataset):
 
     def __len__(self) -> int:
         return len(self.paths)
+
+def _pair_mismatch(hr_name: str, hr_size: tuple[int, int], lq_name: str, lq_size: tuple[int, int], scale: int) -> str:
+    """The message for an LR image whose size is not the HR image's divided by ``scale``."""
+    (h, w), (lh, lw) = hr_size, lq_size
+    return (f"{_OWNER}: LR image '{lq_name}' is {lh}x{lw} (HxW), but HR image '{hr_name}' is {h}x{w}, which needs "
+            f'{h // scale}x{w // scale} at scale {scale}; fix the pair (or the scale), or drop dataroot_lq to make the '
+            'LR by resizing.')
+
+
+def _too_small(name: str, size: tuple[int, int], scale: int) -> str:
+    """The message for an HR image smaller than the scale on a side."""
+    return f"{_OWNER}: HR image '{name}' is {size[0]}x{size[1]} (HxW), smaller than the scale {scale}; remove it."
+
 
 def _color(opt: Mapping[str, Any], path: str) -> str:
     """The rule of ``color``: one of :data:`COLOR_MODES`; ``~`` or absent is ``rgb``."""

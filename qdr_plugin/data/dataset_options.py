@@ -2,7 +2,8 @@
 
 A dataset's own ``check_options`` refuses keys that are neither its own nor in :data:`GENERIC_DATASET_KEYS`
 (:func:`check_dataset_keys`) and reads ``phase`` through :func:`training_phase`; the pre-flight checker applies
-:func:`check_loader_options` (keys basicsr's ``build_dataloader`` reads) to every dataset.
+:func:`check_loader_options` (keys basicsr's ``build_dataloader`` reads) to every dataset. :func:`check_crop_fits`
+is the rule of a training crop against the images.
 """
 
 from __future__ import annotations
@@ -12,7 +13,10 @@ from typing import Any
 
 from qdr_plugin.option_rules import OptionsError, check_keys, need_bool, need_int, need_number
 
-__all__ = ['GENERIC_DATASET_KEYS', 'PHASES', 'check_dataset_keys', 'check_loader_options', 'training_phase']
+from .image_source import ImageSource
+
+__all__ = ['GENERIC_DATASET_KEYS', 'PHASES', 'check_crop_fits', 'check_dataset_keys', 'check_loader_options',
+           'training_phase']
 
 GENERIC_DATASET_KEYS = (
     'name', 'type', 'phase', 'num_worker_per_gpu', 'batch_size_per_gpu', 'dataset_enlarge_ratio', 'prefetch_mode',
@@ -51,3 +55,15 @@ def check_loader_options(opt: Mapping[str, Any], path: str, phase: str) -> None:
     prefetch = opt.get('prefetch_mode')
     if prefetch not in (None, 'cpu', 'cuda'):
         raise OptionsError(f'{path}.prefetch_mode', "must be ~, 'cpu' or 'cuda'", prefetch, 'Write prefetch_mode: ~.')
+
+
+def check_crop_fits(source: ImageSource, size: int, key_path: str, value: Any = None) -> None:
+    """Every image of ``source`` must be at least ``size`` on its shorter side (the random training crop), read from
+    the file headers; raises :class:`OptionsError` at ``key_path`` (with ``value``, default ``size``) naming the
+    smallest image."""
+    smallest = source.smallest()
+    if smallest is not None and min(smallest[1:]) < size:
+        name, height, width = smallest
+        raise OptionsError(key_path, f"is larger than image '{source.describe(name)}' ({height}x{width}, HxW), "
+                           f'the smallest of {source.key}', size if value is None else value,
+                           f'Lower it to at most {min(height, width)}, or remove the smaller images.')

@@ -16,10 +16,11 @@ from basicsr.utils import img2tensor
 from basicsr.utils.registry import DATASET_REGISTRY
 from torch.utils import data
 
+from qdr_plugin.errors import UserError
 from qdr_plugin.option_rules import MISSING, OptionsError, is_number, need_bool, need_choice, need_int, need_number
 from qdr_plugin.registry import register
 
-from .dataset_options import check_dataset_keys, training_phase
+from .dataset_options import check_crop_fits, check_dataset_keys, training_phase
 from .image_source import IMG_EXTENSIONS, ImageSource
 
 __all__ = ['IMG_EXTENSIONS', 'GaussianNoiseDataset', 'add_validation_noise']
@@ -96,7 +97,8 @@ class GaussianNoiseDataset(data.Dataset):
     Reading: images are decoded with ``cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR`` (as ``IMREAD_UNCHANGED``, but
     alpha dropped and EXIF orientation applied). 8-bit values are divided by 255, 16-bit values (e.g. 16-bit PNG)
     by 65535, in float32. With ``in_ch: 1`` a colour image is converted with ``cv2.COLOR_BGR2GRAY`` on its integer
-    values; with ``in_ch: 3`` a gray image is repeated into 3 equal channels. Unreadable files raise ValueError.
+    values; with ``in_ch: 3`` a gray image is repeated into 3 equal channels. Unreadable files raise
+    :class:`~qdr_plugin.errors.UserError` (a ValueError).
 
     Training noise: the gt crop (after ``augment``) gets ``torch.randn_like(gt) * sigma / 255`` added, without
     clipping, from torch's global RNG (seeded by BasicSR; DataLoader workers get distinct seeds); with
@@ -160,6 +162,23 @@ class GaussianNoiseDataset(data.Dataset):
         }
 
     @classmethod
+    def check_images(cls, opt: Mapping[str, Any], path: str = 'GaussianNoiseDataset',
+                     base_dir: str | os.PathLike | None = None) -> None:
+        """What the pre-flight check can tell from the images before training: for training, every image at least
+        ``gt_size`` on its shorter side (file headers only); for validation / testing, every image decodes (each
+        one is read once).
+
+        Raises:
+            OptionsError: At ``<path>.gt_size``, naming the smallest image.
+            UserError: Naming a file that cannot be read.
+        """
+        checked = cls.check_options(opt, path, base_dir)
+        if checked['train']:
+            check_crop_fits(checked['source'], checked['gt_size'], f'{path}.gt_size')
+        else:
+            checked['source'].check_decodable(checked['in_ch'])
+
+    @classmethod
     def lq_channels(cls, opt: Mapping[str, Any], path: str = 'GaussianNoiseDataset') -> tuple[str, int]:
         """The option that sets the channel count of ``lq`` (the network's input) and that count."""
         return 'in_ch', _in_ch(opt, path)
@@ -168,7 +187,7 @@ class GaussianNoiseDataset(data.Dataset):
         h, w = img.shape[:2]
         size = self.gt_size
         if h < size or w < size:
-            raise ValueError(
+            raise UserError(
                 f"GaussianNoiseDataset: image '{path}' is {h}x{w} (HxW), smaller than gt_size {size}x{size}; "
                 'lower gt_size or remove the image.'
             )

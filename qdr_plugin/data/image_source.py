@@ -4,11 +4,14 @@
 as ``tools/make_lmdb.py`` and ``basicsr.utils.lmdb_util.make_lmdb_from_imgs`` write it) in name order, and reads
 them through basicsr's ``FileClient``. Building an :class:`ImageSource` is the rule of the ``dataroot_*``,
 ``io_backend`` and ``meta_info_file`` options: a problem there raises
-:class:`~qdr_plugin.option_rules.OptionsError` naming the key; a file that cannot be read raises a ``ValueError``
-that names the file.
+:class:`~qdr_plugin.option_rules.OptionsError` naming the key; a file that cannot be read raises a
+:class:`~qdr_plugin.errors.UserError` (a ``ValueError``) that names the file. For the pre-flight check, an
+:class:`ImageSource` also tells image sizes from the file headers (:meth:`ImageSource.size`,
+:meth:`ImageSource.smallest`) and decodes every image once (:meth:`ImageSource.check_decodable`).
 """
 
 import os
+import re
 from collections.abc import Mapping
 from os import path as osp
 from typing import Any
@@ -16,10 +19,12 @@ from typing import Any
 import cv2
 import numpy as np
 from basicsr.utils import FileClient
+from PIL import Image
 
+from qdr_plugin.errors import UserError
 from qdr_plugin.option_rules import OptionsError, OptionsPathError, check_keys, looked_in, resolve
 
-__all__ = ['IMG_EXTENSIONS', 'LMDB_OPEN_KEYS', 'ImageSource', 'decode_image']
+__all__ = ['IMG_EXTENSIONS', 'LMDB_OPEN_KEYS', 'ImageSource', 'decode_image', 'header_size']
 
 IMG_EXTENSIONS = ('.bmp', '.jpeg', '.jpg', '.png', '.tif', '.tiff')
 """File name endings (compared case-insensitively) that count as images in an image folder."""
@@ -31,6 +36,10 @@ _LMDB_FILES = ('data.mdb', 'meta_info.txt')
 _MAKE_LMDB = 'basicsr.utils.lmdb_util.make_lmdb_from_imgs (tools/make_lmdb.py)'
 _INT_SCALE = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
 _CLIENT_KEY = 'img'
+_LMDB_SHAPE = re.compile(r'\((\d+),\s*(\d+)')
+_EXIF_ORIENTATION = 0x0112
+_TRANSPOSED = (5, 6, 7, 8)  # EXIF orientations that swap height and width
+_EXIF_FORMATS = ('JPEG', 'MPO', 'TIFF')  # whose orientation tag is in the header (PIL decodes a PNG to find one)
 
 
 def decode_image(content: bytes | None, name: str, channels: int, owner: str) -> tuple[np.ndarray, float]:
@@ -50,16 +59,16 @@ def decode_image(content: bytes | None, name: str, channels: int, owner: str) ->
         The image and the integer maximum it was divided by (255.0 or 65535.0).
 
     Raises:
-        ValueError: The bytes are not a decodable image, or not 8-/16-bit integer pixels.
+        UserError: The bytes are not a decodable image, or not 8-/16-bit integer pixels.
     """
     buf = np.frombuffer(content or b'', np.uint8)
     img = cv2.imdecode(buf, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR) if buf.size else None
     if img is None:
-        raise ValueError(
+        raise UserError(
             f"{owner}: cannot decode image '{name}' (empty, truncated or not an image); replace or remove the file."
         )
     if img.dtype not in _INT_SCALE:
-        raise ValueError(
+        raise UserError(
             f"{owner}: image '{name}' has pixel type {img.dtype}; only 8-bit and 16-bit integer images are "
             'supported, convert it.'
         )
@@ -69,6 +78,21 @@ def decode_image(content: bytes | None, name: str, channels: int, owner: str) ->
         img = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB if img.ndim == 2 else cv2.COLOR_BGR2RGB)
     top = _INT_SCALE[img.dtype]
     return img.astype(np.float32) / top, top
+
+
+def header_size(file: str, owner: str) -> tuple[int, int]:
+    """``(height, width)`` of an image file from its header (PIL reads no pixel data), after its EXIF orientation,
+    as :func:`decode_image` returns it. Raises :class:`~qdr_plugin.errors.UserError` naming the file when the
+    header cannot be read."""
+    try:
+        with Image.open(file) as img:
+            width, height = img.size
+            if img.format in _EXIF_FORMATS and img.getexif().get(_EXIF_ORIENTATION) in _TRANSPOSED:
+                width, height = height, width
+    except (OSError, ValueError, Image.DecompressionBombError) as error:
+        raise UserError(f"{owner}: cannot read image '{file}' ({type(error).__name__}: {error}); replace or remove "
+                        'the file.') from error
+    return height, width
 
 
 class ImageSource:
@@ -106,6 +130,7 @@ class ImageSource:
             raise OptionsError(f'{owner}.{key}', f'must be the path of a folder of {what}', root,
                                f'Add {key}: <folder> (relative paths start from the working directory).')
         self.root = resolve(root, base_dir)
+        self._shapes: dict[str, tuple[int, int]] = {}  # an LMDB's image sizes, from its meta_info.txt
         if not osp.isdir(self.root):
             raise OptionsPathError(f'{owner}.{key}', f'folder does not exist{looked_in(root, base_dir)}', root,
                                    'Fix the path: relative paths start from the working directory, as in basicsr.')
@@ -160,11 +185,15 @@ class ImageSource:
                                    'inside', root, f'Build one with {_MAKE_LMDB}, or use io_backend: {{type: disk}} '
                                    'for an image folder.')
         with open(osp.join(self.root, 'meta_info.txt')) as fin:
-            names = sorted(line.rsplit(' ', 2)[0] for line in fin if line.strip())
-        if not names:
+            entries = sorted(line.strip().rsplit(' ', 2) for line in fin if line.strip())
+        if not entries:
             raise OptionsPathError(f'{self.owner}.{self.key}', 'is an LMDB whose meta_info.txt lists no images', root,
                                    f'Rebuild it with {_MAKE_LMDB}.')
-        return [osp.splitext(name)[0] for name in names]
+        for name, *rest in entries:
+            shape = _LMDB_SHAPE.match(rest[0]) if rest else None
+            if shape is not None:
+                self._shapes[osp.splitext(name)[0]] = (int(shape.group(1)), int(shape.group(2)))
+        return [osp.splitext(name)[0] for name, *_ in entries]
 
     def name(self, path: str) -> str:
         """The image's name without folder and extension (for an LMDB: its key), to pair images across sources."""
@@ -186,6 +215,25 @@ class ImageSource:
                 'rebuild the LMDB.'
             )
         return decode_image(content, self.describe(path), channels, self.owner)
+
+    def size(self, path: str) -> tuple[int, int] | None:
+        """``(height, width)`` of one image of :attr:`paths` without decoding it: from the file's header, or from
+        the LMDB's ``meta_info.txt`` (``None`` when that does not give it)."""
+        if self.backend == 'disk':
+            return header_size(path, self.owner)
+        return self._shapes.get(path)
+
+    def smallest(self) -> tuple[str, int, int] | None:
+        """The image whose shorter side is the shortest, as ``(path, height, width)`` (``None`` when no size is
+        known)."""
+        sizes = [(path, *size) for path in self.paths if (size := self.size(path)) is not None]
+        return min(sizes, key=lambda entry: min(entry[1:]), default=None)
+
+    def check_decodable(self, channels: int) -> None:
+        """Decode every image once (:meth:`read`): raises :class:`~qdr_plugin.errors.UserError` naming the first
+        file that is not a readable 8- / 16-bit image."""
+        for path in self.paths:
+            self.read(path, channels)
 
 
 def _io_backend(io_backend: Any, path: str) -> tuple[str, dict[str, Any]]:

@@ -22,6 +22,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from qdr_plugin.errors import UserError
+from qdr_plugin.utils.atomic_write import atomic_write_bytes
+
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.tif', '.tiff', '.bmp')
 _JPEG_MAGIC = b'\xff\xd8\xff'
 
@@ -89,7 +92,7 @@ def read_image(path: str | Path, channels: int) -> np.ndarray:
 
 
 def write_image(path: str | Path, img: np.ndarray) -> None:
-    """Write a float ``H x W x C`` (C = 1 or 3, RGB) or ``H x W`` image in [0, 1] as an 8-bit PNG."""
+    """Write a float ``H x W x C`` (C = 1 or 3, RGB) or ``H x W`` image in [0, 1] as an 8-bit PNG, atomically."""
     img = np.asarray(img)
     if img.ndim == 3 and img.shape[2] == 1:
         img = img[:, :, 0]
@@ -101,7 +104,7 @@ def write_image(path: str | Path, img: np.ndarray) -> None:
     ok, encoded = cv2.imencode('.png', out)
     if not ok:
         raise OSError(f'{path}: cv2 could not encode the PNG.')
-    Path(path).write_bytes(encoded.tobytes())
+    atomic_write_bytes(path, encoded.tobytes())
 
 
 def tile_restore(restore: Restorer, img: np.ndarray, tile: int | None, tile_pad: int, scale: int = 1) -> np.ndarray:
@@ -205,6 +208,20 @@ def list_images(in_dir: str | Path) -> list[Path]:
     return files
 
 
+def refuse_input_folder(in_dir: str | Path, out_dir: str | Path) -> None:
+    """A :class:`UserError` when ``out_dir`` is ``in_dir``: the restored PNGs would overwrite the inputs."""
+    if Path(out_dir).resolve() == Path(in_dir).resolve():
+        raise UserError(
+            f'the output folder {out_dir} is the input folder: the PNGs would overwrite the inputs; '
+            'choose another output folder.'
+        )
+
+
+def output_name(path: str | Path) -> str:
+    """The file name :func:`restore_folder` writes the restored ``path`` to: ``<stem>.png``."""
+    return f'{Path(path).stem}.png'
+
+
 def restore_folder(
     restore: Restorer,
     in_dir: str | Path,
@@ -220,18 +237,14 @@ def restore_folder(
     and skipped. Returns ``(written PNG paths, [(skipped input, reason)])``.
     """
     files = list_images(in_dir)
+    refuse_input_folder(in_dir, out_dir)
     out_dir = Path(out_dir)
-    if out_dir.resolve() == Path(in_dir).resolve():
-        raise ValueError(
-            f'the output folder {out_dir} is the input folder: the PNGs would overwrite the inputs; '
-            'choose another output folder.'
-        )
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     failed: list[tuple[Path, str]] = []
     taken: dict[str, Path] = {}
     for path in tqdm(files, desc='restoring', unit='img', file=sys.stderr):
-        target = out_dir / f'{path.stem}.png'
+        target = out_dir / output_name(path)
         try:
             if target.name in taken:
                 raise ValueError(f'{path}: its output name {target.name} is taken by {taken[target.name].name}.')

@@ -4,11 +4,21 @@ or an exported ONNX model (ONNX Runtime, CPU), whole images or in tiles; outputs
 from __future__ import annotations
 
 import argparse
-import pickle
-import sys
 from pathlib import Path
 
-from .infer import list_images, onnx_restorer, restore_folder, torch_restorer
+from qdr_plugin.errors import UserError
+from qdr_plugin.utils.output_paths import check_output_folder
+
+from .checkpoints import load_checkpoint
+from .infer import (
+    Restorer,
+    list_images,
+    onnx_restorer,
+    output_name,
+    refuse_input_folder,
+    restore_folder,
+    torch_restorer,
+)
 from .options import input_channels, read_options
 
 
@@ -19,7 +29,9 @@ def _parser() -> argparse.ArgumentParser:
     model.add_argument('--ckpt', help="a basicsr checkpoint ({'params': ...}) run with PyTorch")
     model.add_argument('--onnx', help='an ONNX model (basicsr export) run with ONNX Runtime on the CPU')
     parser.add_argument('-i', '--input', required=True, help='folder of PNG / JPEG / TIFF / BMP images (not recursive)')
-    parser.add_argument('-o', '--output', required=True, help='folder for the restored <name>.png files')
+    parser.add_argument('-o', '--output', required=True,
+                        help='folder for the restored <name>.png files (existing ones are refused, see --overwrite)')
+    parser.add_argument('--overwrite', action='store_true', help='replace restored images already in the folder')
     parser.add_argument('--tile', type=int, default=None, help='restore in tiles of this many pixels (saves memory)')
     parser.add_argument('--tile-pad', type=int, default=16, help='context pixels around each tile (default 16)')
     parser.add_argument('--threads', type=int, default=None, help='CPU threads (PyTorch / ONNX Runtime intra-op)')
@@ -37,58 +49,62 @@ def _onnx_input_channels(path: str) -> int | None:
     return dims[1].dim_value if len(dims) == 4 and dims[1].HasField('dim_value') else None
 
 
-def _checkpoint_restorer(opt: dict, opt_path: str, ckpt: str):
-    from qdr_plugin.utils.checkpoint import load_networks
+def _check_numbers(args: argparse.Namespace) -> None:
+    if args.tile is not None and args.tile <= 0:
+        raise UserError(f'--tile must be a positive number of pixels, got {args.tile}.')
+    if args.tile_pad < 0:
+        raise UserError(f'--tile-pad must be >= 0, got {args.tile_pad}.')
+    if args.threads is not None and args.threads <= 0:
+        raise UserError(f'--threads must be positive, got {args.threads}.')
 
-    if not Path(ckpt).is_file():
-        raise FileNotFoundError(f'checkpoint {ckpt} does not exist.')
-    try:
-        student, _ = load_networks(opt['network_g'], opt.get('quant'), ckpt)
-    except (pickle.UnpicklingError, EOFError, KeyError, RuntimeError) as error:
-        detail = ' '.join(line.strip() for line in str(error).splitlines() if line.strip())
-        detail = detail if len(detail) <= 200 else detail[:197] + '...'
-        raise ValueError(
-            f'cannot load {ckpt} as network_g of {opt_path} ({type(error).__name__}: {detail}); give a basicsr '
-            'checkpoint and the options file it was trained with.'
-        ) from error
-    return torch_restorer(student)
+
+def _onnx_model(args: argparse.Namespace, channels: int) -> Restorer:
+    """The ONNX Runtime restorer of ``--onnx``, refused when its input channels are not the options'."""
+    if not Path(args.onnx).is_file():
+        raise UserError(f'ONNX model {args.onnx} does not exist; give the file basicsr export wrote with --onnx.')
+    declared = _onnx_input_channels(args.onnx)
+    if declared is not None and declared != channels:
+        raise UserError(
+            f'{args.onnx} takes {declared}-channel input but {args.opt} says in_ch {channels}; '
+            'give the options file the model was exported from.'
+        )
+    return onnx_restorer(args.onnx, args.threads)
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``basicsr infer``; a problem the user can fix raises :class:`~qdr_plugin.errors.UserError`
+    (the ``basicsr`` command prints it as one line)."""
     args = _parser().parse_args(argv)
+    _check_numbers(args)
+    opt = read_options(args.opt)
+    channels = input_channels(opt)
+    scale = int(opt.get('scale', 1))
     try:
-        if args.tile is not None and args.tile <= 0:
-            raise ValueError(f'--tile must be a positive number of pixels, got {args.tile}.')
-        if args.tile_pad < 0:
-            raise ValueError(f'--tile-pad must be >= 0, got {args.tile_pad}.')
-        if args.threads is not None and args.threads <= 0:
-            raise ValueError(f'--threads must be positive, got {args.threads}.')
-        opt = read_options(args.opt)
-        channels = input_channels(opt)
-        scale = int(opt.get('scale', 1))
         files = list_images(args.input)  # fail before loading the model
-        if args.threads is not None:
-            import torch
+    except FileNotFoundError as error:
+        raise UserError(str(error)) from error
+    refuse_input_folder(args.input, args.output)
+    check_output_folder(args.output, '-o', [output_name(f) for f in files], args.overwrite)
+    if args.threads is not None:
+        import torch
 
-            torch.set_num_threads(args.threads)
-        if args.ckpt is not None:
-            restore = _checkpoint_restorer(opt, args.opt, args.ckpt)
-        else:
-            if not Path(args.onnx).is_file():
-                raise FileNotFoundError(f'ONNX model {args.onnx} does not exist.')
-            declared = _onnx_input_channels(args.onnx)
-            if declared is not None and declared != channels:
-                raise ValueError(
-                    f'{args.onnx} takes {declared}-channel input but {args.opt} says in_ch {channels}; '
-                    'give the options file the model was exported from.'
-                )
-            restore = onnx_restorer(args.onnx, args.threads)
+        torch.set_num_threads(args.threads)
+    if args.ckpt is not None:
+        restore = torch_restorer(load_checkpoint(opt, args.opt, args.ckpt)[0])
+    else:
+        try:
+            restore = _onnx_model(args, channels)
+        except ValueError as error:  # ONNX Runtime cannot load the file
+            raise UserError(str(error)) from error
+    try:
         written, failed = restore_folder(restore, args.input, args.output, channels, args.tile, args.tile_pad, scale)
-    except (ValueError, FileNotFoundError) as error:
-        sys.exit(f'basicsr infer: {error}')
+    except UserError:
+        raise
+    except ValueError as error:  # the network's output does not have the options' scale
+        raise UserError(str(error)) from error
     print(f'restored {len(written)} images to {args.output} ({len(failed)} skipped)')
     if not written:
-        sys.exit(
-            f'basicsr infer: none of the {len(files)} images in {args.input} could be read (see the "skipped" '
-            'lines above); give a folder of valid PNG / JPEG / TIFF / BMP images.'
+        raise UserError(
+            f'none of the {len(files)} images in {args.input} could be read (see the "skipped" lines above); give a '
+            'folder of valid PNG / JPEG / TIFF / BMP images.'
         )

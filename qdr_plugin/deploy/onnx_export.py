@@ -36,21 +36,42 @@ import torch
 from torch import nn
 
 from qdr_plugin.archs.basicsr_defaults import example_size
+from qdr_plugin.errors import UserError
 from qdr_plugin.quant import is_quantized, quantizers, set_quant_enabled
 from qdr_plugin.quant.fake_quant import STEP_MIN
 from qdr_plugin.quant.onnx_qdq import integer_weight
+from qdr_plugin.utils.atomic_write import atomic_output
 
 from .graph_rewrites import widen_narrow_convolutions, zero_point_of_relu_fed_quantizers
 
 TARGETS = ('onnxruntime', 'tensorrt')
 OPSET = 17
+INTEGER_BITS = 8
+"""Bits of the integers an INT8 export stores (int8 weights, int8 / uint8 activations)."""
 
 
-class ExportError(RuntimeError):
-    """A network that cannot be exported; the message names the module and the operation."""
+class ExportError(UserError, RuntimeError):
+    """A network that cannot be exported; the message names the module or quantizer, and the fix."""
+
+
+def _refuse_wide_quantizers(net: nn.Module) -> None:
+    """Refuse quantizers wider than :data:`INTEGER_BITS`: their integers do not fit the file's 8-bit types (TensorRT
+    takes only int8; ONNX Runtime runs 16-bit Q/DQ, opset 21, only in float)."""
+    wide = [(name, q) for name, q in quantizers(net) if q.bits > INTEGER_BITS]
+    if not wide:
+        return
+    name, q = wide[0]
+    key, kind = ('weight_bits', 'weights') if q.axis is not None else ('act_bits', 'activations')
+    count = f' (1 of {len(wide)} wider than {INTEGER_BITS} bits)' if len(wide) > 1 else ''
+    raise ExportError(
+        f"quantizer '{name}'{count} is {q.bits}-bit ({kind}: quant.{key} or quant.bits = {q.bits}), but the INT8 "
+        f'export stores {INTEGER_BITS}-bit integers, which cannot hold its values: train with quant.bits <= '
+        f'{INTEGER_BITS}, or export the FP32 network with --fp32.'
+    )
 
 
 def _prepare_quantizers(net: nn.Module, target: str) -> None:
+    _refuse_wide_quantizers(net)
     for name, q in quantizers(net):
         if q.axis is not None:
             continue
@@ -117,13 +138,14 @@ def export_onnx(
 ) -> Path:
     """Write ``net`` as ONNX to ``path`` (INT8 Q/DQ for a quantized network, or FP32 with ``fp32=True``).
 
-    The network is deep-copied: ``net`` itself is not touched. Raises :class:`ExportError` when an operation of
-    the network has no ONNX form, naming the module.
+    The network is deep-copied: ``net`` itself is not touched. The file is written atomically (a complete new
+    file or the previous content). Raises :class:`ExportError` when an operation of the network has no ONNX form
+    (naming the module) or a quantizer is wider than 8 bits (naming it and ``quant.bits``).
     """
     if target not in TARGETS:
-        raise ValueError(f'target must be one of {TARGETS}, got {target!r}.')
+        raise ExportError(f'target must be one of {TARGETS}, got {target!r}.')
     if opset < 13:
-        raise ValueError(f'opset must be >= 13 (per-channel DequantizeLinear), got {opset}.')
+        raise ExportError(f'opset must be >= 13 (per-channel DequantizeLinear), got {opset}.')
     net = copy.deepcopy(net).eval()
     if fp32:
         set_quant_enabled(net, False)
@@ -132,7 +154,17 @@ def export_onnx(
     else:
         _prepare_quantizers(net, target)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(path) as tmp:
+        _trace(net, tmp, in_channels, opset)
+        if not fp32 and target == 'onnxruntime':
+            model = onnx.load(str(tmp))
+            if zero_point_of_relu_fed_quantizers(model) + widen_narrow_convolutions(model):
+                onnx.save(model, str(tmp))
+    return path
+
+
+def _trace(net: nn.Module, path: Path, in_channels: int, opset: int) -> None:
+    """``torch.onnx.export`` of ``net`` to ``path`` with the I/O contract's names and dynamic axes."""
     size = example_size(net)  # 64, or a multiple of the window size of a windowed transformer (SwinIR)
     example = torch.rand(1, in_channels, size, size)
     dynamic = {0: 'N', 2: 'H', 3: 'W'}
@@ -145,8 +177,3 @@ def export_onnx(
             )
     except Exception as error:  # noqa: BLE001  (any exporter failure becomes one message naming the module)
         raise _diagnose(net, example, error) from error
-    if not fp32 and target == 'onnxruntime':
-        model = onnx.load(str(path))
-        if zero_point_of_relu_fed_quantizers(model) + widen_narrow_convolutions(model):
-            onnx.save(model, str(path))
-    return path

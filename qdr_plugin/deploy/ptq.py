@@ -30,6 +30,8 @@ import onnx
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
+from qdr_plugin.utils.atomic_write import atomic_output
+
 from .graph_rewrites import float_upsampling_inputs, widen_narrow_convolutions
 from .onnx_export import TARGETS
 
@@ -60,7 +62,8 @@ def quantize_onnx_ptq(
 ) -> Path:
     """Quantize ``fp32_onnx`` (input ``input``) to an INT8 Q/DQ model at ``out`` with ``quantize_static``,
     calibrating with ``method`` (``minmax`` / ``percentile`` (99.999) / ``entropy``) on the 1 x C x H x W float32
-    arrays of ``calibration``, for ``target`` (``onnxruntime`` or ``tensorrt``, see the module docstring)."""
+    arrays of ``calibration``, for ``target`` (``onnxruntime`` or ``tensorrt``, see the module docstring). ``out`` is
+    written atomically (a complete new file or the previous content)."""
     methods = {'minmax': CalibrationMethod.MinMax, 'percentile': CalibrationMethod.Percentile,
                'entropy': CalibrationMethod.Entropy}
     if method not in methods:
@@ -70,26 +73,25 @@ def quantize_onnx_ptq(
     fp32_onnx, out = Path(fp32_onnx), Path(out)
     if not fp32_onnx.is_file():
         raise FileNotFoundError(f'FP32 ONNX model {fp32_onnx} does not exist.')
-    out.parent.mkdir(parents=True, exist_ok=True)
     if target == 'tensorrt':
         activation_type = QuantType.QInt8
         extra_options = {'ActivationSymmetric': True, 'WeightSymmetric': True, 'QuantizeBias': False}
     else:
         activation_type = QuantType.QUInt8
         extra_options = {}
-    with tempfile.TemporaryDirectory(prefix='qdr_ptq_') as tmp:
+    with tempfile.TemporaryDirectory(prefix='qdr_ptq_') as tmp, atomic_output(out) as written:
         prepared = Path(tmp) / 'prepared.onnx'
         # ONNX shape inference + ONNX Runtime's basic graph optimizations (they fold the exporter's Identity-shared
         # biases back into initializers, so each Conv gets its own bias); the symbolic shape inference gives up on
         # the in-graph padding of dynamic H, W ("Incomplete symbolic shape inference"), so it is skipped
         quant_pre_process(str(fp32_onnx), str(prepared), skip_symbolic_shape=True)
         quantize_static(
-            str(prepared), str(out), ArrayReader(calibration), quant_format=QuantFormat.QDQ, per_channel=True,
+            str(prepared), str(written), ArrayReader(calibration), quant_format=QuantFormat.QDQ, per_channel=True,
             activation_type=activation_type, weight_type=QuantType.QInt8, calibrate_method=methods[method],
             extra_options=extra_options,
         )
-    model = onnx.load(str(out))
-    rewrite = float_upsampling_inputs if target == 'tensorrt' else widen_narrow_convolutions
-    if rewrite(model):
-        onnx.save(model, str(out))
+        model = onnx.load(str(written))
+        rewrite = float_upsampling_inputs if target == 'tensorrt' else widen_narrow_convolutions
+        if rewrite(model):
+            onnx.save(model, str(written))
     return out

@@ -16,9 +16,12 @@ B. QAT: BatchNorm is folded, the teacher becomes a frozen FP32 copy of the netwo
    with ``w`` fixed (the losses' ``loss_weight``) or learned by LMR (``train.lmr_opt``).
 
 Checkpoints are basicsr's ``{'params': student}`` plus ``'params_teacher'`` (and ``'params_lmr'``) in the same file,
-so a QAT checkpoint reloads into an identical quantized network with its teacher. At the start of QAT the FP32
-network is also written to ``models/net_g_fp32.pth``. Checkpoints and training states are written atomically; the
-training states also hold the RNG states and LMR's optimizer, so that ``qdr_plugin.train`` resumes exactly.
+so a QAT checkpoint reloads into an identical quantized network with its teacher, and ``'options'``, the ``network_g``
+and ``quant`` settings it was trained with (loading it with others is refused, :mod:`qdr_plugin.utils.checkpoint`).
+At the start of QAT the FP32 network is also written to ``models/net_g_fp32.pth``. Checkpoints and training states
+are written atomically, never of a diverged network, and a failed write stops the run; the training states also hold
+the RNG states and LMR's optimizer, so that ``qdr_plugin.train`` resumes exactly (a changed ``train.optim_g.lr`` is
+taken on resume).
 Validation logs the INT8 (fake-quant) student's metrics (``psnr``) and the FP32 teacher's (``psnr_fp32``) on the
 same images, and keeps the best student in ``models/net_g_best.pth``.
 
@@ -31,6 +34,7 @@ bare network (a DDP forward would broadcast buffers to ranks that are not listen
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import time
@@ -50,9 +54,9 @@ from basicsr.utils.registry import MODEL_REGISTRY
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from qdr_plugin.archs.basicsr_defaults import default_dfd_layer
 from qdr_plugin.data.calibration import training_calibration_batches
 from qdr_plugin.dist import broadcast_module, sync_lmr, wrap_ddp
+from qdr_plugin.errors import UserError
 from qdr_plugin.losses import LearnableMagnitudeReweighting
 from qdr_plugin.prepare import prepare
 from qdr_plugin.quant import (
@@ -64,11 +68,18 @@ from qdr_plugin.quant import (
 )
 from qdr_plugin.registry import register
 from qdr_plugin.utils.atomic import atomic_torch_save
-from qdr_plugin.utils.checkpoint import build_teacher
+from qdr_plugin.utils.checkpoint import (
+    RECORD_KEY,
+    build_teacher,
+    check_training_record,
+    read_checkpoint,
+    state_dict_of,
+    training_record,
+)
 from qdr_plugin.utils.rng import rng_state, set_rng_state
 
 from .feature_capture import FeatureCapture
-from .train_options import DFD_KEYS, OPTIMIZERS, check_train_options
+from .train_options import DFD_KEYS, OPTIMIZERS, check_train_options, distill_layers
 
 
 def _loss_from_options(options: dict, ours: tuple[str, ...]) -> nn.Module:
@@ -85,22 +96,35 @@ class QDRModel(SRModel):
     def __init__(self, opt: dict):
         self.quant_config = QuantConfig.from_options(opt.get('quant'))
         self.net_t: nn.Module | None = None
+        self.capture_s: FeatureCapture | None = None  # set with the teacher (training only)
+        self.capture_t: FeatureCapture | None = None
         self._checkpoint_extras: dict[str, dict] = {}
         self._fp32_metrics: dict[str, dict[str, float]] = {}
         self._fp32_pending: dict[str, float] | None = None
+        self._last_train_lq: torch.Tensor | None = None  # the input of the last update (see _refuse_diverged)
         super().__init__(opt)
 
     # ----------------------------------------------------------------------------------------------- loading
     def load_network(self, net: nn.Module, load_path: str, strict: bool = True, param_key: str = 'params') -> None:
-        """basicsr's loader, plus: a quantized checkpoint first quantizes ``net`` so the keys match, and the
-        checkpoint's teacher / LMR state are kept for :meth:`init_training_settings`."""
-        checkpoint = torch.load(load_path, map_location='cpu', weights_only=True)
-        state = checkpoint.get(param_key, checkpoint.get('params', checkpoint))
+        """basicsr's loader, plus: a file that is not a network checkpoint, or one trained with other ``network_g``
+        / ``quant`` options, is refused by name (:class:`UserError`); a quantized checkpoint first quantizes ``net``
+        so the keys match, and the checkpoint's teacher / LMR state are kept for :meth:`init_training_settings`."""
+        checkpoint = read_checkpoint(load_path, 'path.pretrain_network_g', param_key)
+        check_training_record(checkpoint, self.opt['network_g'], self.quant_config, load_path, self.is_train)
+        state = state_dict_of(checkpoint, param_key)
         bare = self.get_bare_model(net)
         if is_quantized_state_dict(state) and not is_quantized(bare):
             prepare(bare, self.opt['network_g'], self.quant_config)
         self._checkpoint_extras = {k: checkpoint[k] for k in ('params_teacher', 'params_lmr') if k in checkpoint}
-        super().load_network(net, load_path, strict, param_key)
+        try:
+            super().load_network(net, load_path, strict, param_key)
+        except RuntimeError as error:  # load_state_dict: missing / unexpected keys, other shapes
+            detail = ' '.join(str(error).split())
+            detail = detail if len(detail) <= 200 else detail[:197] + '...'
+            raise UserError(
+                f"path.pretrain_network_g {load_path} does not fit network_g (type {self.opt['network_g']['type']}): "
+                f'{detail}: give a checkpoint of this network_g, or the network_g it was trained with.'
+            ) from error
 
     # ------------------------------------------------------------------------------------------------ set-up
     def model_to_device(self, net: nn.Module) -> nn.Module:
@@ -134,7 +158,7 @@ class QDRModel(SRModel):
         net = self.get_bare_model(self.net_g)
         if is_quantized(net):  # a QAT checkpoint (resume or continued training): its teacher comes with it
             if 'params_teacher' not in self._checkpoint_extras:
-                raise ValueError(
+                raise UserError(
                     'path.pretrain_network_g is a quantized checkpoint without its FP32 teacher (params_teacher); '
                     'start QAT from the FP32 checkpoint instead (e.g. models/net_g_fp32.pth).'
                 )
@@ -158,23 +182,7 @@ class QDRModel(SRModel):
 
     def _distill_layers(self) -> list[str]:
         dfd_opt = self.opt['train'].get('dfd_opt')
-        if not dfd_opt:
-            return []
-        net = self.get_bare_model(self.net_g)
-        layer = dfd_opt.get('layer') or getattr(net, 'dfd_layer', None) or default_dfd_layer(net)
-        if layer is None:
-            raise ValueError(
-                f'train.dfd_opt.layer is not set and {type(net).__name__} names no bottleneck (no dfd_layer, not in '
-                'qdr_plugin.archs.basicsr_defaults.DFD_LAYERS): set it to the module whose output is the bottleneck, '
-                'e.g. layer: body.8.'
-            )
-        layers = [layer] if isinstance(layer, str) else list(layer)
-        if dfd_opt.get('decoder_stages'):
-            decoder = dfd_opt.get('decoder_layers') or getattr(net, 'decoder_layers', None)
-            if not decoder:
-                raise ValueError('train.dfd_opt.decoder_stages needs decoder_layers: the decoder modules to distil.')
-            layers += [d for d in decoder if d not in layers]
-        return layers
+        return distill_layers(dfd_opt, self.get_bare_model(self.net_g)) if dfd_opt else []
 
     def _calibration_batches(self) -> Iterator[torch.Tensor]:
         """QAT's calibration batches: ``quant.calib_batches`` training batches of crop side ``quant.calib_size``
@@ -245,6 +253,7 @@ class QDRModel(SRModel):
             self._start_qat(current_iter)
             self._restart_optimization(current_iter)
         self.optimizer_g.zero_grad()
+        self._last_train_lq = self.lq
         self.output = self.net_g(self.lq)
         loss_dict = OrderedDict()
         l_rec = self.cri_pix(self.output, self.gt)
@@ -258,10 +267,7 @@ class QDRModel(SRModel):
             l_total = l_rec + l_kd
         if not torch.isfinite(l_total):
             values = {k: float(v) for k, v in loss_dict.items()}
-            raise FloatingPointError(
-                f'QDRModel: the loss is not finite at iter {current_iter} ({values}); nothing was saved for this '
-                'iteration. Lower train.optim_g.lr, check the training images, or resume from the last checkpoint.'
-            )
+            raise UserError(f'QDRModel: the loss is not finite at iter {current_iter} ({values}); {_NON_FINITE_FIX}')
         l_total.backward()
         self.optimizer_g.step()
         if self.net_t is not None:
@@ -368,13 +374,39 @@ class QDRModel(SRModel):
         self.save_network(nets, 'net_g', current_iter, param_key=keys)
 
     def save(self, epoch: int, current_iter: int) -> None:
+        """The networks and the training state, unless the network has diverged (:meth:`_refuse_diverged`)."""
+        self._refuse_diverged(current_iter)
         self._save_networks(current_iter)
         self.save_training_state(epoch, current_iter)
 
     @master_only
+    def _refuse_diverged(self, current_iter: int) -> None:
+        """Raise :class:`UserError` (the non-finite guard's message) if the network's output on the last training
+        batch, in eval mode, is not finite: the update just made blew the weights up (still finite numbers, but the
+        next forward overflows), and a checkpoint of them would only resume into the same failure."""
+        if self._last_train_lq is None:
+            return
+        net = self.get_bare_model(self.net_g)
+        was_training = net.training
+        net.eval()
+        try:
+            with torch.no_grad():
+                finite = bool(torch.isfinite(net(self._last_train_lq)).all())
+        finally:
+            net.train(was_training)
+            if self.capture_s is not None:
+                self.capture_s.pop()
+        if not finite:
+            where = 'the last iteration' if current_iter == -1 else f'iter {current_iter}'
+            raise UserError(f'QDRModel: the network diverged at {where} (its output on the last training batch holds '
+                            f'NaN or inf); {_NON_FINITE_FIX}')
+
+    @master_only
     def save_network(self, net, net_label: str, current_iter, param_key='params') -> None:
         """basicsr's ``save_network`` (file ``models/<net_label>_<iter | latest>.pth``, ``{param_key: state_dict}``
-        with ``module.`` stripped, 3 attempts), but written atomically: a crash never leaves a truncated file."""
+        with ``module.`` stripped), plus the training record (``options``: ``network_g`` and ``quant``, see
+        :func:`qdr_plugin.utils.checkpoint.training_record`); written atomically (a crash never leaves a truncated
+        file), never with non-finite weights, and a failed write stops the run (:func:`_save_or_stop`)."""
         if current_iter == -1:
             current_iter = 'latest'
         save_path = os.path.join(self.opt['path']['models'], f'{net_label}_{current_iter}.pth')
@@ -385,19 +417,23 @@ class QDRModel(SRModel):
         save_dict = {}
         for net_, key in zip(nets, keys):
             state = self.get_bare_model(net_).state_dict()
+            _refuse_non_finite(state, key, save_path)
             bare = OrderedDict((k[7:] if k.startswith('module.') else k, v.cpu()) for k, v in state.items())
             bare._metadata = getattr(state, '_metadata', OrderedDict())  # load_state_dict's version info
             save_dict[key] = bare
-        _save_with_retry(save_dict, save_path, 'model')
+        save_dict[RECORD_KEY] = training_record(self.opt['network_g'], self.quant_config)
+        _save_or_stop(save_dict, save_path, 'network')
 
     @master_only
     def save_training_state(self, epoch: int, current_iter: int) -> None:
         """basicsr's training state (epoch, iter, optimizers, schedulers) plus everything else that steers training:
         ``rng`` (python / numpy / torch RNG states), ``lmr_optimizer`` (LMR's own Adam) and
-        ``best_metric_results``; written atomically, loadable with ``torch.load(..., weights_only=True)``."""
+        ``best_metric_results``, and the experiment's ``name``; written atomically, loadable with
+        ``torch.load(..., weights_only=True)``."""
         if current_iter == -1:
             return
         state = {
+            'name': self.opt['name'],
             'epoch': epoch,
             'iter': current_iter,
             'optimizers': [o.state_dict() for o in self.optimizers],
@@ -415,7 +451,7 @@ class QDRModel(SRModel):
                 for dataset, record in self.best_metric_results.items()
             }
         save_path = os.path.join(self.opt['path']['training_states'], f'{current_iter}.state')
-        _save_with_retry(state, save_path, 'training state')
+        _save_or_stop(state, save_path, 'training state')
 
     def resume_training(self, resume_state: dict) -> None:
         """basicsr's (optimizers, schedulers), plus the LMR optimizer, the best-metric records and the RNG states.
@@ -428,18 +464,20 @@ class QDRModel(SRModel):
         """
         saved_optimizers = resume_state['optimizers']
         if len(saved_optimizers) != len(self.optimizers):
-            raise ValueError(
-                f'The training state has {len(saved_optimizers)} optimizers, the model {len(self.optimizers)}.'
+            raise UserError(
+                f'The training state (iter {resume_state["iter"]}) has {len(saved_optimizers)} optimizers, the model '
+                f'{len(self.optimizers)}: resume it with the options of the run that saved it.'
             )
         for i, (saved, optimizer) in enumerate(zip(saved_optimizers, self.optimizers)):
             if len(saved['param_groups']) != len(optimizer.param_groups):
-                raise ValueError(
+                raise UserError(
                     f'Optimizer {i} of the training state (iter {resume_state["iter"]}) has '
                     f'{len(saved["param_groups"])} parameter groups but the model has {len(optimizer.param_groups)} '
                     '(2 once QAT has started: weights + quantizer step sizes). Resume with the network checkpoint '
                     'saved together with the state (models/net_g_<iter>.pth, not ignore_resume_networks).'
                 )
         super().resume_training(resume_state)
+        self._take_learning_rate_from_options()
         if self.lmr is not None:
             if 'lmr_optimizer' in resume_state:
                 self.lmr.optimizer.load_state_dict(resume_state['lmr_optimizer'])
@@ -450,17 +488,76 @@ class QDRModel(SRModel):
         if 'rng' in resume_state:
             set_rng_state(resume_state['rng'])
 
+    def _take_learning_rate_from_options(self) -> None:
+        """After a resume: if ``train.optim_g.lr`` differs from the learning rate the run started with, every group
+        of the optimizer starts from the new one, and its current rate and the schedulers' base rates are scaled by
+        new / old (the schedule goes on where it was); logged. With the same value nothing changes (exact resume)."""
+        new = float(self.opt['train']['optim_g']['lr'])
+        groups = self.optimizer_g.param_groups
+        old = groups[0].get('initial_lr', groups[0]['lr'])
+        if old == new:
+            return
+        for group in groups:
+            group['lr'] *= new / group.get('initial_lr', group['lr'])
+            group['initial_lr'] = new
+        for scheduler in self.schedulers:
+            if scheduler.optimizer is self.optimizer_g:
+                scheduler.base_lrs = [new] * len(groups)
+                scheduler._last_lr = [group['lr'] for group in groups]
+        get_root_logger().info(f'train.optim_g.lr changed from {old:g} to {new:g} on resume: the learning rate is '
+                               f'now {groups[0]["lr"]:g}, the schedule goes on from where it was.')
 
-def _save_with_retry(obj, save_path: str, what: str, retries: int = 3) -> None:
-    """:func:`atomic_torch_save` with basicsr's policy: 3 attempts, then a warning (training goes on; the previous
-    file at ``save_path``, if any, is intact)."""
+
+_NON_FINITE_FIX = ('nothing was saved for this iteration, the last checkpoint is still good: lower train.optim_g.lr '
+                   'and resume with --auto_resume (the resumed run takes the new learning rate), or check the '
+                   'training images.')
+
+_NOT_RETRIED = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+"""Write errors that a second attempt will not cure: the run stops at once."""
+
+
+def _refuse_non_finite(state: dict[str, torch.Tensor], key: str, save_path: str) -> None:
+    """Raise :class:`UserError` if a floating tensor of ``state`` (to be saved as ``key`` in ``save_path``) holds a
+    NaN or an infinity."""
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise UserError(f'QDRModel: the network is not finite ({key}.{name} holds NaN or inf), so '
+                            f'{os.path.basename(save_path)} is not written; {_NON_FINITE_FIX}')
+
+
+def _mount_point(path: str) -> str:
+    """The mount point of the file system that holds ``path``."""
+    path = os.path.dirname(os.path.abspath(path))
+    while not os.path.ismount(path):
+        path = os.path.dirname(path)
+    return path
+
+
+def _save_failure(what: str, save_path: str, error: OSError) -> str:
+    """The one-line message of a failed save: what, where, the OS error, the fix."""
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        mount = _mount_point(save_path)
+        reason, fix = f'no space left on {mount} ({error.strerror})', f'free space on {mount}'
+    elif error.errno == errno.EFBIG:
+        reason = f'{error.strerror} (errno {error.errno}: a file size limit of the process or the file system)'
+        fix = 'lift the limit (ulimit -f) or train in another folder'
+    else:
+        reason, fix = f'{error.strerror or error} (errno {error.errno})', 'fix that'
+    return (f'could not save the {what} {save_path}: {reason}; the run stopped, its last saved checkpoint is kept: '
+            f'{fix} and resume with --auto_resume.')
+
+
+def _save_or_stop(obj, save_path: str, what: str, retries: int = 3) -> None:
+    """:func:`atomic_torch_save`; an OS error is tried again (3 attempts, as basicsr), except a full disk or a file
+    size limit, and then stops the run with :class:`UserError`. The previous file at ``save_path``, if any, is kept
+    intact, and no partial file is left."""
     logger = get_root_logger()
     for attempt in range(retries, 0, -1):
         try:
             atomic_torch_save(obj, save_path)
             return
-        except Exception as e:
-            logger.warning(f'Save {what} error: {e}, remaining retry times: {attempt - 1}')
-            if attempt > 1:
-                time.sleep(1)
-    logger.warning(f'Still cannot save {save_path}. Just ignore it.')
+        except OSError as error:
+            if attempt == 1 or error.errno in _NOT_RETRIED:
+                raise UserError(_save_failure(what, save_path, error)) from error
+            logger.warning(f'Save {what} error: {error}, remaining retry times: {attempt - 1}')
+            time.sleep(1)

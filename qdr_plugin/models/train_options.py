@@ -17,7 +17,9 @@ from typing import Any
 import torch
 from basicsr.models import lr_scheduler
 from basicsr.utils.registry import LOSS_REGISTRY
+from torch import nn
 
+from qdr_plugin.archs.basicsr_defaults import default_dfd_layer
 from qdr_plugin.losses.lmr import LearnableMagnitudeReweighting
 from qdr_plugin.option_rules import (
     MISSING,
@@ -34,14 +36,15 @@ from qdr_plugin.option_rules import (
     signature,
 )
 
-__all__ = ['DFD_KEYS', 'OPTIMIZERS', 'SCHEDULERS', 'TRAIN_KEYS', 'check_loss', 'check_train_options']
+__all__ = ['DFD_KEYS', 'OPTIMIZERS', 'SCHEDULERS', 'TRAIN_KEYS', 'check_distill_layers', 'check_loss',
+           'check_train_options', 'distill_layers']
 
 DFD_KEYS = ('layer', 'decoder_stages', 'decoder_layers')
 """``train.dfd_opt`` keys of QDRModel's own (the others go to the basicsr loss)."""
 
 TRAIN_KEYS = (
     'fp32_warmup_iter', 'total_iter', 'warmup_iter', 'optim_g', 'scheduler', 'pixel_opt', 'dfd_opt',
-    'output_kd_opt', 'lmr_opt', 'ema_decay',
+    'output_kd_opt', 'lmr_opt', 'ema_decay', 'memory_check',
 )
 """``train:`` keys QDRModel reads; an unknown key close to one of them (``dfd_otp``) is a typo."""
 
@@ -69,7 +72,8 @@ def check_train_options(train: Mapping[str, Any], path: str = 'train') -> None:
     ``ema_decay`` > 0,
     ``optim_g`` (:data:`OPTIMIZERS`, ``lr`` > 0), ``scheduler`` (:data:`SCHEDULERS`, its iteration lists),
     ``pixel_opt`` required, ``dfd_opt`` / ``output_kd_opt`` distances (:func:`check_loss`), ``lmr_opt`` only with
-    ``dfd_opt``. An empty or ``~`` ``dfd_opt`` / ``output_kd_opt`` / ``lmr_opt`` is off.
+    ``dfd_opt``, ``memory_check`` ``true`` / ``false`` (read by the pre-flight check only). An empty or ``~``
+    ``dfd_opt`` / ``output_kd_opt`` / ``lmr_opt`` is off.
     """
     for key, value in train.items():
         close = difflib.get_close_matches(str(key), TRAIN_KEYS, n=1, cutoff=_TYPO_CUTOFF)
@@ -77,6 +81,7 @@ def check_train_options(train: Mapping[str, Any], path: str = 'train') -> None:
             raise OptionsError(f'{path}.{key}', f'unknown key {key!r}', value,
                                f"Did you mean '{close[0]}'? QDRModel would silently ignore it.")
     _check_iterations(train, path)
+    need_bool(train, path, 'memory_check')
     _check_optimizer(train, path)
     _check_scheduler(train, path)
     pixel = need_dict(train, path, 'pixel_opt', required=True,
@@ -141,6 +146,20 @@ def _check_optimizer(train: Mapping[str, Any], path: str) -> None:
                            did_you_mean(optim_type, OPTIMIZERS))
     need_number(optim, f'{path}.optim_g', 'lr', above=True, required=True, example='1.0e-3')
     check_against_signature(optim, f'{path}.optim_g', OPTIMIZERS[optim_type], given_by_caller=('params',))
+    _check_optimizer_arguments(optim, f'{path}.optim_g')
+
+
+def _check_optimizer_arguments(optim: Mapping[str, Any], path: str) -> None:
+    """The numbers torch's optimizers take: ``betas`` two numbers in [0, 1), ``eps`` > 0, ``weight_decay``,
+    ``momentum`` and ``dampening`` >= 0."""
+    betas = optim.get('betas')
+    if betas is not None and not (isinstance(betas, (list, tuple)) and len(betas) == 2
+                                  and all(is_number(b) and 0 <= b < 1 for b in betas)):
+        raise OptionsError(f'{path}.betas', 'must be two numbers in [0, 1): the decay rates of the two moments',
+                           betas, 'Write betas: [0.9, 0.999].')
+    need_number(optim, path, 'eps', above=True, example='1.0e-8')
+    for key in ('weight_decay', 'momentum', 'dampening'):
+        need_number(optim, path, key, example='0.0')
 
 
 def _check_scheduler(train: Mapping[str, Any], path: str) -> None:
@@ -172,3 +191,39 @@ def _check_layers(block: Mapping[str, Any], path: str, key: str) -> None:
         raise OptionsError(f'{path}.{key}', 'must be a module name or a list of module names', value,
                            f'Write e.g. {key}: bottleneck or {key}: [decoders.0, decoders.1] (names as in '
                            'model.named_modules()).')
+
+
+def distill_layers(dfd: Mapping[str, Any], net: nn.Module, path: str = 'train.dfd_opt') -> list[str]:
+    """The module names ``dfd_opt`` distils in ``net``: ``layer`` (else the arch's ``dfd_layer``, else basicsr's
+    default, :func:`~qdr_plugin.archs.basicsr_defaults.default_dfd_layer`), then, with ``decoder_stages``,
+    ``decoder_layers`` (else the arch's). Raises :class:`~qdr_plugin.option_rules.OptionsError` when there is none
+    to take."""
+    layer = dfd.get('layer') or getattr(net, 'dfd_layer', None) or default_dfd_layer(net)
+    if layer is None:
+        raise OptionsError(f'{path}.layer', f'is not set and {type(net).__name__} names no bottleneck (no dfd_layer, '
+                           'not in qdr_plugin.archs.basicsr_defaults.DFD_LAYERS)', MISSING,
+                           'Set layer: to the module whose output is the bottleneck, e.g. layer: body.8.')
+    layers = [layer] if isinstance(layer, str) else list(layer)
+    if dfd.get('decoder_stages'):
+        decoder = dfd.get('decoder_layers') or getattr(net, 'decoder_layers', None)
+        if not decoder:
+            raise OptionsError(f'{path}.decoder_layers', f'decoder_stages is on, but {type(net).__name__} names no '
+                               'decoder modules', MISSING, 'Set decoder_layers: [<module>, ...] (names as in '
+                               'model.named_modules()), or decoder_stages: false.')
+        layers += [d for d in decoder if d not in layers]
+    return layers
+
+
+def check_distill_layers(dfd: Mapping[str, Any], net: nn.Module, path: str = 'train.dfd_opt') -> None:
+    """Every module :func:`distill_layers` names must be a module of ``net`` (as ``named_modules()`` names it)."""
+    names = [name for name, _ in net.named_modules() if name]
+    for name in distill_layers(dfd, net, path):
+        if name not in names:
+            decoder = name in _as_list(dfd.get('decoder_layers') or []) and name not in _as_list(dfd.get('layer') or [])
+            key = 'decoder_layers' if decoder else 'layer'
+            raise OptionsError(f'{path}.{key}', f'{type(net).__name__} has no module named {name!r}', name,
+                               did_you_mean(name, names, 0.75) or 'Use a name from model.named_modules().')
+
+
+def _as_list(value: Any) -> list:
+    return [value] if isinstance(value, str) else list(value)

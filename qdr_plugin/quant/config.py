@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import fnmatch
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from qdr_plugin.option_rules import OptionsError, check_keys, join, need_bool, need_choice, need_int, need_number
+from qdr_plugin.option_rules import (
+    OptionsError,
+    check_keys,
+    did_you_mean,
+    join,
+    need_bool,
+    need_choice,
+    need_int,
+    need_number,
+)
+
+__all__ = ['CALIBRATION_METHODS', 'WEIGHT_INIT_METHODS', 'QuantConfig', 'check_keep_fp32']
 
 CALIBRATION_METHODS = ('max', 'percentile', 'mse')
 WEIGHT_INIT_METHODS = ('max', 'mse')
@@ -86,6 +98,19 @@ class QuantConfig:
     def from_options(cls, options: Mapping[str, Any] | None) -> QuantConfig:
         """Build from the ``quant:`` options block (:meth:`check_options` states its rules)."""
         return cls(**cls.check_options(options))
+
+
+def check_keep_fp32(patterns: str | Iterable[str], layer_names: Iterable[str], path: str = 'quant') -> None:
+    """Every ``keep_fp32`` pattern must match one of ``layer_names`` (the names of the layers ``quantize_model``
+    would quantize): a pattern that matches none keeps nothing in float, silently. Raises
+    :class:`~qdr_plugin.option_rules.OptionsError` at ``<path>.keep_fp32``."""
+    names = list(layer_names)
+    for pattern in [patterns] if isinstance(patterns, str) else patterns:
+        if not any(fnmatch.fnmatchcase(name, pattern) for name in names):
+            close = did_you_mean(pattern, names)
+            raise OptionsError(join(path, 'keep_fp32'), 'the pattern matches no quantizable layer', pattern,
+                               f'{close or "Remove it."} (fnmatch patterns of layer names as in model.named_modules(), '
+                               "e.g. 'head' or 'decoders.*'.)")
 
 
 def _check_bits(block: Mapping[str, Any], path: str, key: str) -> None:
