@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -17,18 +18,40 @@ import yaml
 import qdr_plugin  # noqa: F401  (registers the plugin, applies the torchvision alias)
 
 
-@pytest.fixture(autouse=True)
-def _fresh_basicsr_logger():
-    """Each test starts with basicsr's logger unset: a handler a run set up writes to that test's captured stream,
-    which is closed once the test ends."""
+def forget_basicsr_logger() -> None:
+    """basicsr sets its logger (and its log file) up once per process; forget it, so the next run in this process
+    writes its own log, as a run of the ``basicsr`` command does."""
     from basicsr.utils import logger as basicsr_logger  # after qdr_plugin's torchvision alias
 
-    yield
     logger = logging.getLogger('basicsr')
     for handler in list(logger.handlers):
         logger.removeHandler(handler)
         handler.close()
     basicsr_logger.initialized_logger.pop('basicsr', None)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_basicsr_logger():
+    """Each test ends with basicsr's logger unset: a handler a run set up writes to that test's captured stream,
+    which is closed once the test ends."""
+    yield
+    forget_basicsr_logger()
+
+
+def refusal(argv: list[str], capsys: pytest.CaptureFixture) -> str:
+    """The one-line message with which ``basicsr <argv>`` stops: the :class:`UserError`, or what the command
+    printed last when it turns that into an exit."""
+    from qdr_plugin.cli import main
+    from qdr_plugin.errors import UserError
+
+    try:
+        main(argv)
+    except UserError as error:
+        return str(error)
+    except SystemExit as error:
+        line = error.code if isinstance(error.code, str) else capsys.readouterr().err.strip().splitlines()[-1]
+        return re.sub(r'^basicsr \w+: ', '', line)
+    raise AssertionError(f'basicsr {" ".join(argv)} was not refused')
 
 
 TINY_OPTIONS = {

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import logging
 import re
 import subprocess
 import sys
@@ -12,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 from basicsr.models import build_model
-from basicsr.utils import logger as basicsr_logger
 from basicsr.utils.options import parse_options
+from conftest import forget_basicsr_logger, refusal
 
 from qdr_plugin.cli import main
 from qdr_plugin.errors import UserError
@@ -128,18 +127,18 @@ def test_non_finite_weights_are_not_saved(write_options, monkeypatch):
 
 def test_options_are_checked_before_training(write_options, capsys):
     yml = write_options('badlr', train={'optim_g': {'lr': float('inf')}})
-    assert 'train.optim_g.lr' in _refusal(['train', '-opt', str(yml)], capsys)
+    assert 'train.optim_g.lr' in refusal(['train', '-opt', str(yml)], capsys)
     assert not Path('experiments/badlr').exists()
 
 
 def test_dfd_layer_must_exist(write_options, capsys):
     yml = write_options('badlayer', train={'dfd_opt': {'type': 'L1Loss', 'layer': 'botleneck'}, 'fp32_warmup_iter': 0})
-    assert "Did you mean 'bottleneck'?" in _refusal(['train', '-opt', str(yml)], capsys)
+    assert "Did you mean 'bottleneck'?" in refusal(['train', '-opt', str(yml)], capsys)
 
 
 def test_lmr_without_dfd_is_refused(write_options, delete_key, capsys):
     yml = write_options('lmr_alone', train={'dfd_opt': delete_key})
-    assert 'dfd_opt' in _refusal(['train', '-opt', str(yml)], capsys)  # refused before anything is built
+    assert 'dfd_opt' in refusal(['train', '-opt', str(yml)], capsys)  # refused before anything is built
 
 
 def test_cli_train_logs_int8_and_fp32_psnr(write_options, workdir):
@@ -152,29 +151,6 @@ def test_cli_train_logs_int8_and_fp32_psnr(write_options, workdir):
     assert '# psnr:' in log and '# psnr_fp32:' in log and 'lmr_w_kd' in log
     assert list((workdir / 'tb_logger' / 'cli_run').glob('events.out.tfevents.*'))
     assert (workdir / 'experiments' / 'cli_run' / 'models' / 'net_g_latest.pth').is_file()
-
-
-def _refusal(argv: list[str], capsys: pytest.CaptureFixture) -> str:
-    """The one-line message with which ``basicsr <argv>`` stops: the :class:`UserError`, or what the command
-    printed last when it turns that into an exit."""
-    try:
-        main(argv)
-    except UserError as error:
-        return str(error)
-    except SystemExit as error:
-        line = error.code if isinstance(error.code, str) else capsys.readouterr().err.strip().splitlines()[-1]
-        return re.sub(r'^basicsr \w+: ', '', line)
-    raise AssertionError(f'basicsr {" ".join(argv)} was not refused')
-
-
-def _forget_basicsr_logger() -> None:
-    """basicsr sets its logger (and its log file) up once per process; forget it, so the next run in this process
-    writes its own log, as a run of the ``basicsr`` command does."""
-    logger = logging.getLogger('basicsr')
-    for handler in list(logger.handlers):
-        logger.removeHandler(handler)
-        handler.close()
-    basicsr_logger.initialized_logger.pop('basicsr', None)
 
 
 def _test_options(write_options, delete_key, name: str, checkpoint: Path, **overrides) -> Path:
@@ -198,7 +174,7 @@ def test_basicsr_test_scores_qat_and_fp32_checkpoints(write_options, delete_key,
     models = _train(write_options('scored', train={'total_iter': 2}, val={'val_freq': 2}))
     for checkpoint in ('net_g_latest.pth', 'net_g_fp32.pth'):  # QAT (quantized student + teacher), FP32
         name = f'test_{checkpoint[:-4]}'
-        _forget_basicsr_logger()
+        forget_basicsr_logger()
         main(['test', '-opt', str(_test_options(write_options, delete_key, name, (models / checkpoint).resolve()))])
         results = workdir / 'results' / name
         log = next(results.glob(f'test_{name}_*.log')).read_text()
@@ -225,11 +201,11 @@ def test_checkpoints_record_their_options_and_refuse_others(write_options, delet
     for argv in (['export', '-opt', bits4, '--ckpt', str(checkpoint), '--out', 'bits4.onnx'],
                  ['infer', '-opt', bits4, '--ckpt', str(checkpoint), '-i', 'images/val', '-o', 'restored'],
                  ['test', '-opt', bits4]):
-        assert _refusal(argv, capsys) == expected, argv[0]
+        assert refusal(argv, capsys) == expected, argv[0]
     assert not (workdir / 'bits4.onnx').exists() and not (workdir / 'restored').exists()
 
     wide = str(_test_options(write_options, delete_key, 'wide', checkpoint, network_g={'width': 8}))
-    assert _refusal(['export', '-opt', wide, '--ckpt', str(checkpoint), '--out', 'wide.onnx'], capsys) == (
+    assert refusal(['export', '-opt', wide, '--ckpt', str(checkpoint), '--out', 'wide.onnx'], capsys) == (
         f'checkpoint {checkpoint} was trained with network_g.width 4, the options say 8: use the options it was '
         'trained with (network_g.width: 4).')
 

@@ -5,7 +5,6 @@ before they are used."""
 from __future__ import annotations
 
 import contextlib
-import re
 import resource
 import signal
 import subprocess
@@ -15,9 +14,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import refusal
 
 from qdr_plugin.cli import main
-from qdr_plugin.errors import UserError
 
 SHORT = {'train': {'total_iter': 2}, 'logger': {'save_checkpoint_freq': 1}, 'val': {'val_freq': 100}}
 
@@ -39,19 +38,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def _refusal(argv: list[str], capsys: pytest.CaptureFixture) -> str:
-    """The one-line message with which ``basicsr <argv>`` stops: the :class:`UserError`, or what the command
-    printed last when it turns that into an exit."""
-    try:
-        main(argv)
-    except UserError as error:
-        return str(error)
-    except SystemExit as error:
-        line = error.code if isinstance(error.code, str) else capsys.readouterr().err.strip().splitlines()[-1]
-        return re.sub(r'^basicsr \w+: ', '', line)
-    raise AssertionError(f'basicsr {" ".join(argv)} was not refused')
 
 
 def _log(experiment: Path) -> str:
@@ -79,10 +65,10 @@ def test_a_live_run_keeps_its_folder(write_options, workdir, capsys):
     holder = subprocess.Popen([sys.executable, '-c', _HOLD_LOCK, str(folder)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == 'locked'
-        message = _refusal(['train', '-opt', str(yml)], capsys)
+        message = refusal(['train', '-opt', str(yml)], capsys)
         assert f'is in use by a live run (pid {holder.pid} on host here' in message
         assert "give this run another name than 'busy', or wait until that run ends" in message
-        message = _refusal(['train', '-opt', str(yml), '--auto_resume'], capsys)
+        message = refusal(['train', '-opt', str(yml), '--auto_resume'], capsys)
         assert f'(pid {holder.pid} on host here, started now): wait until it ends, then resume it' in message
         assert (folder / 'models' / 'net_g_7.pth').read_bytes() == b'the live run\'s work'
         assert not list(workdir.glob('experiments/busy_archived_*'))
@@ -102,7 +88,7 @@ def test_a_failed_save_stops_the_run_and_keeps_the_last_checkpoint(write_options
     yml = write_options('full', train={'total_iter': 3}, logger={'save_checkpoint_freq': 1}, val={'val_freq': 100})
     folder = workdir / 'experiments' / 'full'
     with _file_size_limit(200_000):  # iter 1 saves 84 KB + 183 KB; the QAT network of iter 2 is 217 KB
-        message = _refusal(['train', '-opt', str(yml)], capsys)
+        message = refusal(['train', '-opt', str(yml)], capsys)
     assert message == (f'could not save the network {folder}/models/net_g_2.pth: File too large (errno 27: a file '
                        'size limit of the process or the file system); the run stopped, its last saved checkpoint is '
                        'kept: lift the limit (ulimit -f) or train in another folder and resume with --auto_resume.')
@@ -126,7 +112,7 @@ def test_non_finite_weights_are_never_saved_and_a_resume_takes_the_new_rate(writ
     main(['train', '-opt', str(yml)])  # healthy up to iter 2
 
     write_options('lr', **{**SHORT, 'train': {'total_iter': 4, 'optim_g': {'lr': 1e37}}})
-    message = _refusal(['train', '-opt', str(yml), '--auto_resume'], capsys)  # iter 3's update blows the net up
+    message = refusal(['train', '-opt', str(yml), '--auto_resume'], capsys)  # iter 3's update blows the net up
     assert message.startswith('QDRModel: the network diverged at iter 3 (its output on the last training batch '
                               'holds NaN or inf); ')
     assert message.endswith('nothing was saved for this iteration, the last checkpoint is still good: lower '
@@ -152,32 +138,32 @@ def test_training_states_are_checked_before_use(write_options, workdir, capsys):
     model = folder / 'models' / 'net_g_2.pth'
 
     yml = write_options('wrong_file', **SHORT, path={'resume_state': str(model)})
-    assert _refusal(['train', '-opt', str(yml)], capsys) == (
+    assert refusal(['train', '-opt', str(yml)], capsys) == (
         f'path.resume_state {model} is not a training state (it is a network checkpoint): give a '
         'training_states/<iter>.state file, or give a network as path.pretrain_network_g.')
 
     state = folder / 'training_states' / '2.state'
     yml = write_options('other', **SHORT, path={'resume_state': str(state)})
-    assert _refusal(['train', '-opt', str(yml)], capsys) == (
+    assert refusal(['train', '-opt', str(yml)], capsys) == (
         f"path.resume_state {state} was saved by the experiment 'states', not by 'other': set name: states to "
         'resume it, or start this run from its network with path.pretrain_network_g.')
 
     yml = write_options('pretrain_state', **SHORT, path={'pretrain_network_g': str(state)})
-    assert _refusal(['train', '-opt', str(yml)], capsys) == (
+    assert refusal(['train', '-opt', str(yml)], capsys) == (
         f'path.pretrain_network_g {state} is a training state, not a network checkpoint: give it as '
         'path.resume_state (or use --auto_resume), or give the network saved with it (models/net_g_<iter>.pth).')
 
     garbage = workdir / 'garbage.pth'
     garbage.write_bytes(bytes(range(256)) * 8)
     yml = write_options('garbage', **SHORT, path={'pretrain_network_g': str(garbage)})
-    assert _refusal(['train', '-opt', str(yml)], capsys) == (
+    assert refusal(['train', '-opt', str(yml)], capsys) == (
         f'path.pretrain_network_g {garbage} cannot be read (it is not a torch file, an unreadable pickle): give a '
         'file saved by basicsr or this plugin (models/net_g_*.pth, training_states/*.state).')
 
     network = folder / 'models' / 'net_g_1.pth'
     network.rename(workdir / 'moved.pth')
     yml = write_options('states', **SHORT, path={'resume_state': str(folder / 'training_states' / '1.state')})
-    assert _refusal(['train', '-opt', str(yml)], capsys) == (
+    assert refusal(['train', '-opt', str(yml)], capsys) == (
         f'path.resume_state {folder}/training_states/1.state needs the network saved with it, {network}, which does '
         'not exist: resume from a state whose models/net_g_<iter>.pth is there.')
     (workdir / 'moved.pth').rename(network)
