@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The DnCNN-S (sigma 25) table, end to end on a clean clone with ../shared beside it:
-#   convert the published weights -> QDR training (options/qdr_dncnn_sigma25.yml, ~1 h on 2 cores) -> export
+#   convert the published weights -> QDR training (options/qdr_dncnn_sigma25.yml, about 20 min on 2 cores) -> export
 #   -> ONNX Runtime PTQ (minmax / percentile / entropy) -> bench on BSD68 and Set12 in ONNX Runtime.
 # It leaves the measured files at benchmarks/out/dncnn_sigma25_fp32.onnx and dncnn_sigma25_qdr_int8.onnx (ONNX
 # Runtime target; input "input", output "output", N x 1 x H x W in [0, 1]) and the table in benchmarks/out/dncnn_sigma25/.
