@@ -38,6 +38,25 @@ def _fresh_basicsr_logger():
     forget_basicsr_logger()
 
 
+def cannot_create_in(folder: str) -> bool:
+    """Whether this process cannot create a file in ``folder`` (root can write almost anywhere, so tests ask)."""
+    try:
+        Path(folder, '.qdr_probe').touch()
+    except OSError:
+        return True
+    Path(folder, '.qdr_probe').unlink()
+    return False
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny convolutions run much faster on one thread when the CPU is shared, and CPU results do not depend on it."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def refusal(argv: list[str], capsys: pytest.CaptureFixture) -> str:
     """The one-line message with which ``basicsr <argv>`` stops: the :class:`UserError`, or what the command
     printed last when it turns that into an exit."""

@@ -15,6 +15,7 @@ import yaml
 from basicsr.archs.srresnet_arch import MSRResNet
 from basicsr.metrics import calculate_psnr
 from basicsr.utils.matlab_functions import imresize
+from conftest import cannot_create_in
 
 from qdr_plugin.archs import EFM
 from qdr_plugin.bench import bench_cli
@@ -252,7 +253,7 @@ def test_out_is_checked_before_any_scoring(env: dict[str, Path], monkeypatch: py
     cases = [(env['root'] / 'a_file', f'--out {env["root"] / "a_file"} is a file, not a folder; choose another path.'),
              (env['root'] / 'a_file' / 'sub', f'{env["root"] / "a_file"} is a file, not a folder'),
              (done, f'--out {done} already holds bench.json; choose another path or pass --overwrite.')]
-    if _cannot_create_in('/sys'):  # a read-only file system, even for root
+    if cannot_create_in('/sys'):  # a read-only file system, even for root
         cases.append((Path('/sys/qdr_bench'), '--out /sys/qdr_bench: cannot write into /sys ('))
     base = ['bench', '--no-speed', '--data-root', str(env['data']), '--datasets', 'Set12', '--sigmas', '25',
             '--model', f'a={env["root"] / "fp32.onnx"}']
@@ -265,14 +266,6 @@ def test_out_is_checked_before_any_scoring(env: dict[str, Path], monkeypatch: py
     cli_main([*base, '--out', str(done), '--overwrite'])
     assert len(_rows(done)) == 1 and not [p.name for p in done.iterdir() if p.name.startswith('.')]
 
-
-def _cannot_create_in(folder: str) -> bool:
-    try:
-        Path(folder, '.qdr_probe').touch()
-    except OSError:
-        return True
-    Path(folder, '.qdr_probe').unlink()
-    return False
 
 
 def test_interleaved_timing_alternates_the_calls_and_counts_every_run() -> None:

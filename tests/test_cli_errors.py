@@ -16,6 +16,7 @@ from unittest import mock
 import numpy as np
 import pytest
 import torch
+from conftest import cannot_create_in
 
 import qdr_plugin  # noqa: F401  (registers the archs)
 from qdr_plugin.archs import EFM
@@ -159,7 +160,7 @@ def test_export_output_path_is_checked_before_loading(setup, capsys, monkeypatch
                      'path.'),
         ('a_file/m.onnx', f'--out a_file/m.onnx: {root / "a_file"} is a file, not a folder; choose another path.'),
     ]
-    if _cannot_create_in('/sys'):  # a read-only file system, even for root
+    if cannot_create_in('/sys'):  # a read-only file system, even for root
         cases.append(('/sys/m.onnx', '--out /sys/m.onnx: cannot write into /sys ('))
     with monkeypatch.context() as patch:
         patch.setattr(export_cli, 'load_checkpoint', _not_called('loading the checkpoint'))
@@ -171,14 +172,6 @@ def test_export_output_path_is_checked_before_loading(setup, capsys, monkeypatch
     assert (root / 'taken.onnx').read_bytes()[:2] != b'a ' and 'OK' in capsys.readouterr().out
     assert not [p.name for p in root.iterdir() if p.name.startswith('.')]
 
-
-def _cannot_create_in(folder: str) -> bool:
-    try:
-        Path(folder, '.qdr_probe').touch()
-    except OSError:
-        return True
-    Path(folder, '.qdr_probe').unlink()
-    return False
 
 
 def test_ptq_output_path_is_checked_before_calibration(setup, capsys, monkeypatch):

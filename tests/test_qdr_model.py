@@ -160,14 +160,6 @@ def _test_options(write_options, delete_key, name: str, checkpoint: Path, **over
                          **overrides)
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny convolutions run much faster on one thread when the CPU is shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.mark.usefixtures('one_thread')
 def test_basicsr_test_scores_qat_and_fp32_checkpoints(write_options, delete_key, workdir):

@@ -19,13 +19,7 @@ RESUME_OPTIONS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny convolutions run much faster on one thread when the CPU is shared, and CPU results do not depend on it."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def _train(yml: Path, *flags: str, monkeypatch: pytest.MonkeyPatch) -> Path:

@@ -31,13 +31,7 @@ time.sleep(120)
 '''
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny convolutions run much faster on one thread when the CPU is shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def _log(experiment: Path) -> str:
