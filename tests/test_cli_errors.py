@@ -80,19 +80,16 @@ def setup(write_options, workdir: Path) -> dict[str, Path]:
     return {'options': options, 'root': workdir}
 
 
+_READ_FIX = 'give a file saved by basicsr or this plugin (models/net_g_*.pth, training_states/*.state).'
 BAD_CHECKPOINTS = [
-    ('truncated.pth', 'cannot load checkpoint truncated.pth: it is not a complete torch checkpoint (truncated, or not '
-                      'a .pth file); give a basicsr checkpoint (.pth) and the options file it was trained with.'),
-    ('random.pth', 'cannot load checkpoint random.pth: it is not a torch checkpoint (unreadable pickle); give a '
-                   'basicsr checkpoint (.pth) and the options file it was trained with.'),
-    ('empty.pth', 'cannot load checkpoint empty.pth: the file is empty or cut short; give a basicsr checkpoint (.pth) '
-                  'and the options file it was trained with.'),
-    ('evil.pth', 'cannot load checkpoint evil.pth: it refers to posix.system, which a weights-only load refuses '
-                 '(loading it could run code); give a basicsr checkpoint (.pth) and the options file it was trained '
-                 'with.'),
-    ('wrong_arch.pth', 'checkpoint wrong_arch.pth does not fit network_g of '),
-    ('missing.pth', 'checkpoint missing.pth does not exist; give a basicsr checkpoint (.pth) and the options file it '
-                    'was trained with.'),
+    ('truncated.pth', f'--ckpt truncated.pth cannot be read (it is not a complete torch file, truncated or damaged): '
+                      f'{_READ_FIX}'),
+    ('random.pth', f'--ckpt random.pth cannot be read (it is not a torch file, an unreadable pickle): {_READ_FIX}'),
+    ('empty.pth', f'--ckpt empty.pth cannot be read (the file is empty): {_READ_FIX}'),
+    ('evil.pth', '--ckpt evil.pth cannot be read (it refers to posix.system, which a weights-only load refuses: '
+                 f'loading it could run code): {_READ_FIX}'),
+    ('wrong_arch.pth', '--ckpt wrong_arch.pth does not fit network_g (type '),
+    ('missing.pth', '--ckpt missing.pth does not exist: give the path of an existing file.'),
 ]
 
 
@@ -163,7 +160,7 @@ def test_export_output_path_is_checked_before_loading(setup, capsys, monkeypatch
     if cannot_create_in('/sys'):  # a read-only file system, even for root
         cases.append(('/sys/m.onnx', '--out /sys/m.onnx: cannot write into /sys ('))
     with monkeypatch.context() as patch:
-        patch.setattr(export_cli, 'load_checkpoint', _not_called('loading the checkpoint'))
+        patch.setattr(export_cli, 'load_networks', _not_called('loading the checkpoint'))
         for out, message in cases:
             line = _error_line(capsys, ['export', '-opt', options, '--ckpt', 'fp32.pth', '--out', out, '--fp32'])
             assert line.startswith(f'basicsr export: {message}'), line
@@ -176,7 +173,7 @@ def test_export_output_path_is_checked_before_loading(setup, capsys, monkeypatch
 
 def test_ptq_output_path_is_checked_before_calibration(setup, capsys, monkeypatch):
     (setup['root'] / 'ptq.onnx').write_text('a previous file')
-    monkeypatch.setattr(ptq_cli, 'load_checkpoint', _not_called('loading the checkpoint'))
+    monkeypatch.setattr(ptq_cli, 'load_networks', _not_called('loading the checkpoint'))
     monkeypatch.setattr(ptq_cli, 'calibration_inputs', _not_called('calibration'))
     line = _error_line(capsys, ['ptq', '-opt', str(setup['options']), '--ckpt', 'fp32.pth', '--out', 'ptq.onnx',
                                 '--calib', 'minmax'])
@@ -190,7 +187,7 @@ def test_infer_refuses_existing_outputs_before_loading_the_model(setup, capsys, 
     (root / 'a_file').write_text('')
     common = ['infer', '-opt', options, '--ckpt', 'fp32.pth', '-i', 'images/val']
     with monkeypatch.context() as patch:
-        patch.setattr(infer_cli, 'load_checkpoint', _not_called('loading the checkpoint'))
+        patch.setattr(infer_cli, 'load_networks', _not_called('loading the checkpoint'))
         line = _error_line(capsys, [*common, '-o', 'restored'])
         assert line == 'basicsr infer: -o restored already holds 001.png; choose another path or pass --overwrite.'
         line = _error_line(capsys, [*common, '-o', 'a_file'])

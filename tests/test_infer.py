@@ -138,7 +138,7 @@ def test_cli_errors(workdir: Path, write_options, capsys: pytest.CaptureFixture)
     cases = [
         (['--ckpt', 'net.pth', '-i', 'bad', '-o', 'out'], 'none of the 1 images'),
         (['--ckpt', 'net.pth', '-i', 'nope', '-o', 'out'], 'input folder nope does not exist'),
-        (['--ckpt', 'missing.pth', '-i', 'images/val', '-o', 'out'], 'checkpoint missing.pth does not exist'),
+        (['--ckpt', 'missing.pth', '-i', 'images/val', '-o', 'out'], '--ckpt missing.pth does not exist'),
         (['--onnx', 'missing.onnx', '-i', 'images/val', '-o', 'out'], 'missing.onnx does not exist'),
         (['--ckpt', 'net.pth', '-i', 'images/val', '-o', 'images/val'], 'is the input folder'),
         (['--ckpt', 'net.pth', '-i', 'images/val', '-o', 'out', '--tile', '0'], '--tile must be a positive number'),

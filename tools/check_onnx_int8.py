@@ -13,9 +13,9 @@ import argparse
 import sys
 
 from qdr_plugin.deploy import check_onnx, onnxruntime_kernel_counts
-from qdr_plugin.deploy.checkpoints import load_checkpoint
 from qdr_plugin.deploy.options import read_options
 from qdr_plugin.errors import UserError
+from qdr_plugin.utils.checkpoint import load_networks
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -34,7 +34,8 @@ def _check(args: argparse.Namespace) -> int:
         raise UserError('give -opt and --ckpt together (the options file and the checkpoint the file was exported '
                         'from), or neither.')
     if args.ckpt is not None:
-        network = load_checkpoint(read_options(args.opt), args.opt, args.ckpt)[0]
+        opt = read_options(args.opt)
+        network = load_networks(opt['network_g'], opt.get('quant'), args.ckpt, '--ckpt')[0]
     report = check_onnx(args.onnx_file, args.target, network)
     print(report.summary())
     if args.target == 'onnxruntime':

@@ -7,21 +7,15 @@ checkpoint (missing, truncated, another pickle, a refused global) is reported in
 """
 
 import argparse
-import pickle
 import sys
-import zipfile
 from pathlib import Path
 
 import torch
 
-from qdr_plugin.deploy.checkpoints import raised_by_torch_load
 from qdr_plugin.errors import UserError
 from qdr_plugin.utils.atomic import atomic_torch_save
 from qdr_plugin.utils.dncnn_convert import load_dncnn_module_state
 from qdr_plugin.utils.output_paths import check_output_file
-
-_LOAD_ERRORS = (pickle.UnpicklingError, ValueError, EOFError, RuntimeError, OSError, zipfile.BadZipFile,
-                AttributeError, TypeError)
 
 
 def _load(src: Path) -> dict[str, torch.Tensor]:
@@ -31,8 +25,6 @@ def _load(src: Path) -> dict[str, torch.Tensor]:
     try:
         return load_dncnn_module_state(src)
     except Exception as error:  # noqa: BLE001  (random bytes make the unpickler raise about anything)
-        if not isinstance(error, _LOAD_ERRORS) and not raised_by_torch_load(error):
-            raise
         detail = ' '.join(str(error).split())[:200] or type(error).__name__
         raise UserError(f'cannot convert {src}: {detail}') from error
 

@@ -100,7 +100,7 @@ def _load_models(args: argparse.Namespace, opt: dict[str, Any] | None) -> list[B
     for name in (args.reference, args.sensitivity or None):
         if name is not None and name not in names:
             raise ValueError(f"'{name}' is not one of the --model names ({', '.join(names)}).")
-    return [load_model(spec, opt, args.threads, args.size, args.opt) for spec in specs]
+    return [load_model(spec, opt, args.threads, args.size) for spec in specs]
 
 
 def _bench_sets(args: argparse.Namespace, opt: dict[str, Any] | None, models: list[BenchModel]) -> list[BenchSet]:

@@ -1,7 +1,7 @@
 """The models a benchmark compares: ``NAME=PATH`` specs, loaded as restorers with their runtime and precision.
 
 - ``.pth``: a basicsr checkpoint, rebuilt from the options' ``network_g`` (and ``quant`` block) with
-  :func:`qdr_plugin.deploy.checkpoints.load_checkpoint` and run by PyTorch; a quantized (QDR) checkpoint runs as the
+  :func:`qdr_plugin.utils.checkpoint.load_networks` and run by PyTorch; a quantized (QDR) checkpoint runs as the
   fake-quantized INT8 network, a plain one in FP32.
 - ``.onnx``: run by ONNX Runtime on the CPU; INT8 when the graph holds quantization nodes (QuantizeLinear,
   QLinearConv, ...), FP32 otherwise.
@@ -20,12 +20,12 @@ import onnx
 from basicsr.archs import build_network
 from torch import nn
 
-from qdr_plugin.deploy.checkpoints import load_checkpoint
 from qdr_plugin.deploy.graph_rewrites import constant_values
 from qdr_plugin.deploy.infer import Restorer, onnx_restorer, torch_restorer
 from qdr_plugin.deploy.options import input_channels
 from qdr_plugin.errors import UserError
 from qdr_plugin.quant import is_quantized
+from qdr_plugin.utils.checkpoint import load_networks
 from qdr_plugin.utils.complexity import count_macs, count_parameters
 
 MODEL_SUFFIXES = ('.pth', '.onnx')
@@ -111,13 +111,13 @@ def _complexity(net: nn.Module, channels: int, size: int) -> tuple[int, int]:
     return count_parameters(net), count_macs(net, (1, channels, size, size))
 
 
-def _load_checkpoint(spec: ModelSpec, opt: Mapping[str, Any] | None, opt_path: str, size: int) -> BenchModel:
+def _load_checkpoint(spec: ModelSpec, opt: Mapping[str, Any] | None, size: int) -> BenchModel:
     if opt is None:
         raise UserError(
             f'--model {spec.name}={spec.path} is a checkpoint: give -opt X.yml, the options file it was trained '
             'with (its network_g builds the network).'
         )
-    net, _ = load_checkpoint(opt, opt_path, spec.path)
+    net, _ = load_networks(opt['network_g'], opt.get('quant'), str(spec.path), f'--model {spec.name}=')
     channels = input_channels(dict(opt))
     params, macs = _complexity(net, channels, size)
     precision = 'int8' if is_quantized(net) else 'fp32'
@@ -142,17 +142,17 @@ def _load_onnx(spec: ModelSpec, arch: tuple[nn.Module, int] | None, threads: int
 
 
 def load_model(
-    spec: ModelSpec, opt: Mapping[str, Any] | None, threads: int, size: int, opt_path: str | None = None
+    spec: ModelSpec, opt: Mapping[str, Any] | None, threads: int, size: int
 ) -> BenchModel:
-    """Load ``spec`` (see the module docstring). ``opt`` is the options file (``network_g``, ``quant``; read from
-    ``opt_path``), needed for checkpoints; an ONNX file gets the parameter and MAC counts of ``network_g`` when its
+    """Load ``spec`` (see the module docstring). ``opt`` is the options file (``network_g``, ``quant``), needed for
+    checkpoints; an ONNX file gets the parameter and MAC counts of ``network_g`` when its
     weights have the same count (an export of that network), none otherwise. ``threads``: ONNX Runtime intra-op
     threads; ``size``: side of the square input the MACs are counted on. A file that cannot be loaded raises a
     one-line :class:`~qdr_plugin.errors.UserError`."""
     if not spec.path.is_file():
         raise UserError(f'model file {spec.path} (--model {spec.name}=...) does not exist; check the path.')
     if spec.path.suffix.lower() == '.pth':
-        return _load_checkpoint(spec, opt, opt_path or 'the options file', size)
+        return _load_checkpoint(spec, opt, size)
     arch = None
     if opt is not None:
         arch = build_network(dict(opt['network_g'])).eval(), input_channels(dict(opt))

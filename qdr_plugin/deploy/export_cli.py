@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from qdr_plugin.utils.checkpoint import load_networks
 from qdr_plugin.utils.output_paths import check_output_file
 
 from .check import check_onnx, onnxruntime_kernel_counts
-from .checkpoints import load_checkpoint
 from .onnx_export import OPSET, TARGETS, export_onnx
 from .options import input_channels, read_options
 
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     out = check_output_file(args.out, '--out', args.overwrite, {'--ckpt': args.ckpt, '-opt': args.opt}, 'model.onnx')
     opt = read_options(args.opt)
-    student, _ = load_checkpoint(opt, args.opt, args.ckpt)
+    student, _ = load_networks(opt['network_g'], opt.get('quant'), args.ckpt, '--ckpt')
     path = export_onnx(student, out, input_channels(opt), args.target, args.fp32, args.opset)
     report = check_onnx(path, None if args.fp32 else args.target, None if args.fp32 else student)
     print(report.summary())

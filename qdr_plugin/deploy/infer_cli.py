@@ -7,9 +7,9 @@ import argparse
 from pathlib import Path
 
 from qdr_plugin.errors import UserError
+from qdr_plugin.utils.checkpoint import load_networks
 from qdr_plugin.utils.output_paths import check_output_folder
 
-from .checkpoints import load_checkpoint
 from .infer import (
     Restorer,
     list_images,
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
 
         torch.set_num_threads(args.threads)
     if args.ckpt is not None:
-        restore = torch_restorer(load_checkpoint(opt, args.opt, args.ckpt)[0])
+        restore = torch_restorer(load_networks(opt['network_g'], opt.get('quant'), args.ckpt, '--ckpt')[0])
     else:
         try:
             restore = _onnx_model(args, channels)

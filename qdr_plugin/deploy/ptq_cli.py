@@ -14,10 +14,10 @@ from torch import nn
 from qdr_plugin.data.calibration import calibration_inputs
 from qdr_plugin.errors import UserError
 from qdr_plugin.quant import is_quantized
+from qdr_plugin.utils.checkpoint import load_networks
 from qdr_plugin.utils.output_paths import check_output_file
 
 from .check import check_onnx
-from .checkpoints import load_checkpoint
 from .onnx_export import TARGETS, export_onnx
 from .options import input_channels, read_options
 from .ptq import METHODS, quantize_onnx_ptq
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
     (the ``basicsr`` command prints it as one line), a file the checker finds problems in exits with status 1."""
     args = _parser().parse_args(argv)
     opt = _check_arguments(args)
-    net = _float_network(args.ckpt, *load_checkpoint(opt, args.opt, args.ckpt))
+    net = _float_network(args.ckpt, *load_networks(opt['network_g'], opt.get('quant'), args.ckpt, '--ckpt'))
     try:
         calibration = calibration_inputs(opt['datasets']['train'], args.num_calib, args.calib_size)
         with tempfile.TemporaryDirectory(prefix='qdr_ptq_') as tmp:

@@ -72,6 +72,7 @@ from qdr_plugin.utils.checkpoint import (
     RECORD_KEY,
     build_teacher,
     check_training_record,
+    does_not_fit,
     read_checkpoint,
     state_dict_of,
     training_record,
@@ -119,12 +120,7 @@ class QDRModel(SRModel):
         try:
             super().load_network(net, load_path, strict, param_key)
         except RuntimeError as error:  # load_state_dict: missing / unexpected keys, other shapes
-            detail = ' '.join(str(error).split())
-            detail = detail if len(detail) <= 200 else detail[:197] + '...'
-            raise UserError(
-                f"path.pretrain_network_g {load_path} does not fit network_g (type {self.opt['network_g']['type']}): "
-                f'{detail}: give a checkpoint of this network_g, or the network_g it was trained with.'
-            ) from error
+            raise does_not_fit('path.pretrain_network_g', load_path, self.opt['network_g'], error) from error
 
     # ------------------------------------------------------------------------------------------------ set-up
     def model_to_device(self, net: nn.Module) -> nn.Module:

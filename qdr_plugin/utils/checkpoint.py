@@ -27,7 +27,8 @@ from qdr_plugin.prepare import prepare
 from qdr_plugin.quant import QuantConfig, fold_batchnorm, is_quantized_state_dict
 
 __all__ = [
-    'RECORD_KEY', 'build_teacher', 'check_training_record', 'load_file', 'load_networks', 'read_checkpoint',
+    'RECORD_KEY', 'build_teacher', 'check_training_record', 'load_file', 'load_networks', 'does_not_fit',
+    'read_checkpoint',
     'state_dict_of', 'training_record', 'why_unreadable',
 ]
 
@@ -205,21 +206,31 @@ def build_teacher(network_opt: Mapping[str, Any], state: Mapping[str, torch.Tens
     return teacher.eval()
 
 
+def does_not_fit(what: str, path: str, network_opt: Mapping[str, Any], error: RuntimeError) -> UserError:
+    """The :class:`UserError` for weights ``load_state_dict`` refused (``error``: missing or unexpected keys, other
+    shapes), naming the file (as ``what``) and ``network_g``."""
+    return UserError(f"{what} {path} does not fit network_g (type {network_opt['type']}): {_one_line(error)}: "
+                     'give a checkpoint of this network_g, or the network_g it was trained with.')
+
+
 def load_networks(
-    network_opt: Mapping[str, Any], quant_opt: Mapping[str, Any] | None, path: str
+    network_opt: Mapping[str, Any], quant_opt: Mapping[str, Any] | None, path: str, what: str = 'checkpoint'
 ) -> tuple[nn.Module, nn.Module | None]:
     """``(student, teacher)`` in eval mode; the student is quantized when the checkpoint is, ``teacher`` is ``None``
-    for a plain FP32 checkpoint. A checkpoint trained with other ``network_g`` / ``quant`` options than these is
-    refused (:func:`check_training_record`)."""
-    checkpoint = torch.load(path, map_location='cpu', weights_only=True)
-    if 'params' not in checkpoint:
-        raise ValueError(f"{path} is not a basicsr checkpoint: it has no 'params' key (keys: {list(checkpoint)}).")
+    for a plain FP32 checkpoint. A file that cannot be read or is not a network checkpoint (:func:`read_checkpoint`),
+    one trained with other ``network_g`` / ``quant`` options than these (:func:`check_training_record`) or one
+    whose weights do not fit ``network_g`` (:func:`does_not_fit`) is a :class:`UserError` naming it as ``what``."""
+    checkpoint = read_checkpoint(path, what)
     config = QuantConfig.from_options(quant_opt)
     check_training_record(checkpoint, network_opt, config, path)
     student = build_network(dict(network_opt))
-    if is_quantized_state_dict(checkpoint['params']):
+    state = state_dict_of(checkpoint)
+    if is_quantized_state_dict(state):
         prepare(student, network_opt, config)
-    student.load_state_dict(checkpoint['params'])
+    try:
+        student.load_state_dict(state)
+    except RuntimeError as error:
+        raise does_not_fit(what, path, network_opt, error) from error
     teacher = None
     if 'params_teacher' in checkpoint:
         teacher = build_teacher(network_opt, checkpoint['params_teacher'], config.fold_bn)
