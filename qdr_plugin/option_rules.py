@@ -29,7 +29,7 @@ from qdr_plugin.errors import UserError
 __all__ = [
     'MISSING', 'OptionsError', 'OptionsPathError', 'check_against_signature', 'check_keys', 'check_registered',
     'did_you_mean', 'is_int', 'is_number', 'join', 'looked_in', 'lookup', 'need_bool', 'need_choice', 'need_dict',
-    'need_int', 'need_number', 'number_fix', 'registered_names', 'resolve', 'signature',
+    'need_int', 'need_number', 'need_range', 'number_fix', 'registered_names', 'resolve', 'signature',
 ]
 
 
@@ -292,3 +292,19 @@ def check_against_signature(block: Mapping, path: str, obj: Callable, given_by_c
         if param.default is inspect.Parameter.empty and key not in block:
             raise OptionsError(join(path, key), f'required argument of {name} is missing', MISSING,
                                f'Add {key}: <value>.')
+
+
+def need_range(block: Mapping, path: str, key: str, default: tuple[float, float], *, minimum: float = 0,
+               maximum: float | None = None, example: str = '[0.5, 1.0]') -> tuple[float, float]:
+    """``block[key]`` must be ``[lo, hi]`` with ``minimum <= lo <= hi`` (``<= maximum``); returns it as floats, or
+    ``default`` when the key is absent."""
+    value = block.get(key)
+    if value is None:
+        return float(default[0]), float(default[1])
+    ok = (isinstance(value, (list, tuple)) and len(value) == 2 and all(map(is_number, value))
+          and minimum <= value[0] <= value[1] and (maximum is None or value[1] <= maximum))
+    if not ok:
+        bound = f'{minimum:g} <= lo <= hi' + ('' if maximum is None else f' <= {maximum:g}')
+        raise OptionsError(join(path, key), f'must be [lo, hi] with {bound}', value,
+                           f'Write e.g. {key}: {example}, or remove it for the default {list(default)}.')
+    return float(value[0]), float(value[1])
