@@ -1,12 +1,14 @@
-"""``basicsr bench``: score models (PyTorch checkpoints and ONNX files, FP32 and INT8) on the standard sets with the
-protocol of docs/evaluation.md, time them, and write a table, JSON, CSV and plots; ``--sensitivity`` adds the
-per-layer quantization sensitivity of one checkpoint."""
+"""``basicsr bench``: score models (PyTorch checkpoints and ONNX files, FP32 and INT8) on the standard sets of a
+task (denoising, super-resolution, deraining, dehazing, low light) or on datasets of the options file, with the
+protocol of docs/evaluation.md, time them, and write a table with the retention summary, JSON, CSV, plots and
+side-by-side pictures; ``--sensitivity`` adds the per-layer quantization sensitivity of one checkpoint."""
 
 from __future__ import annotations
 
 import argparse
 import shlex
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +20,21 @@ from qdr_plugin.quant import is_quantized
 from qdr_plugin.utils.output_paths import check_output_folder
 
 from .models import BenchModel, load_model, parse_model_spec
+from .pictures import PICTURES, picture_names, write_pictures
 from .plots import plot_per_image_diff, plot_psnr_vs_fps, plot_sensitivity
-from .protocol import DEFAULT_SIGMAS, DENOISE_SETS, SR_SETS, TASKS, BenchSet, denoise_set, sr_set
-from .report import SENSITIVITY_COLUMNS, bench_columns, markdown_table, run_info, write_results
-from .runner import add_retention, run_benchmark
+from .protocol import (
+    DEFAULT_SIGMAS,
+    DENOISE_SETS,
+    TASKS,
+    BenchSet,
+    denoise_set,
+    options_set,
+    paired_set,
+    sr_set,
+    task_sets,
+)
+from .report import SENSITIVITY_COLUMNS, SUMMARY_COLUMNS, bench_columns, markdown_table, run_info, write_results
+from .runner import Outputs, add_retention, retention_summary, run_benchmark
 from .sensitivity import layer_sensitivity, quantize_from_options, suggest_keep_fp32
 from .timing import frames_per_second
 
@@ -39,14 +52,18 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument('-opt', help='options YAML: network_g (needed for .pth models), quant, datasets.train, scale')
     parser.add_argument('--task', choices=TASKS, default='denoise')
     parser.add_argument('--datasets', nargs='+', metavar='NAME',
-                        help=f'denoise: {", ".join(DENOISE_SETS)} (default: the sets with the models\' channels); '
-                        f'sr: {", ".join(SR_SETS)} (default: both)')
+                        help='sets of the task (default: all of them; denoise: those with the models\' channels): '
+                        + '; '.join(f'{task}: {", ".join(task_sets(task))}' for task in TASKS)
+                        + '; or a block of the -opt file\'s datasets: (e.g. val), scored as its val.metrics.psnr says')
     parser.add_argument('--sigmas', nargs='+', type=float, default=list(DEFAULT_SIGMAS),
                         help='noise levels on the 0..255 scale (denoise; default 15 25 50)')
     parser.add_argument('--scale', type=int, help='super-resolution scale (sr; default: the options\' scale)')
     parser.add_argument('--data-root', type=Path, default=DEFAULT_DATA_ROOT,
                         help='the folder holding the sets (default: ../shared/datasets next to the repository)')
     parser.add_argument('--max-images', type=int, help='score only the first N images of each set (quick checks)')
+    parser.add_argument('--pictures', type=int, default=3, metavar='N',
+                        help=f'side-by-side pictures (input | each model | ground truth) of the first N images of '
+                        f'each set in <out>/{PICTURES}/ (default 3, 0: none)')
     parser.add_argument('--reference', metavar='NAME',
                         help='the model retention and drop are measured against (default: the first FP32 model)')
     parser.add_argument('--out', type=Path, default=Path('results/bench'),
@@ -64,7 +81,7 @@ def _parser() -> argparse.ArgumentParser:
                         help='PyTorch and ONNX Runtime intra-op threads (default: the number of cores)')
     parser.add_argument('--sensitivity', nargs='?', const='', metavar='NAME',
                         help='also measure per-layer sensitivity of this .pth model (default: the first one) on the '
-                        'first dataset and noise level / scale')
+                        'first dataset with ground truth, at its first noise level / scale')
     parser.add_argument('--keep-db', type=float, default=0.1,
                         help='sensitivity: suggest keep_fp32 for layers losing at least this many dB (default 0.1)')
     parser.add_argument('--calib-images', type=int, default=16,
@@ -72,17 +89,18 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _output_names(args: argparse.Namespace) -> list[str]:
-    """The files a run writes into ``--out``."""
+def _output_names(args: argparse.Namespace, sets: Sequence[BenchSet] = ()) -> list[str]:
+    """The files a run writes into ``--out``; the pictures' names once the ``sets`` are known."""
     names = [f'bench.{suffix}' for suffix in ('json', 'csv', 'md')] + list(BENCH_PLOTS)
     if args.sensitivity is not None:
         names += [f'sensitivity.{suffix}' for suffix in ('json', 'csv', 'md', 'png')]
-    return names
+    return names + picture_names(sets, args.pictures)
 
 
 def _check_numbers(args: argparse.Namespace) -> None:
     for flag, value, low in (('--runs', args.runs, 1), ('--warmup', args.warmup, 0), ('--size', args.size, 8),
-                             ('--threads', args.threads, 1), ('--calib-images', args.calib_images, 1)):
+                             ('--threads', args.threads, 1), ('--calib-images', args.calib_images, 1),
+                             ('--pictures', args.pictures, 0)):
         if value < low:
             raise ValueError(f'{flag} must be >= {low}, got {value}.')
     if args.max_images is not None and args.max_images < 1:
@@ -103,21 +121,57 @@ def _load_models(args: argparse.Namespace, opt: dict[str, Any] | None) -> list[B
     return [load_model(spec, opt, args.threads, args.size) for spec in specs]
 
 
-def _bench_sets(args: argparse.Namespace, opt: dict[str, Any] | None, models: list[BenchModel]) -> list[BenchSet]:
+def _option_blocks(opt: Mapping[str, Any] | None) -> list[str]:
+    """The names of the options file's ``datasets:`` blocks."""
+    return [key for key, block in ((opt or {}).get('datasets') or {}).items() if isinstance(block, Mapping)]
+
+
+def _default_sets(args: argparse.Namespace, models: list[BenchModel]) -> list[str]:
+    """All sets of the task; for denoising, those with the models' channel count."""
+    if args.task != 'denoise':
+        return list(task_sets(args.task))
+    channels = sorted({m.channels for m in models})
+    if len(channels) != 1:
+        raise ValueError(f'the models take {" and ".join(map(str, channels))} channels; give --datasets, or '
+                         'bench gray and colour models in separate runs.')
+    return [name for name, c in DENOISE_SETS.items() if c == channels[0]]
+
+
+def _standard_sets(args: argparse.Namespace, opt: dict[str, Any] | None, name: str) -> list[BenchSet]:
+    """The task's standard set ``name``: at each ``--sigmas`` for denoising, at the scale for super-resolution."""
     root = args.data_root
+    if args.task == 'denoise':
+        return [denoise_set(root, name, sigma, args.max_images) for sigma in args.sigmas]
     if args.task == 'sr':
         scale = args.scale if args.scale is not None else (opt or {}).get('scale')
         if scale is None:
             raise ValueError('--task sr needs the scale: give --scale N (or scale: N in the options file).')
-        return [sr_set(root, name, int(scale), args.max_images) for name in args.datasets or SR_SETS]
-    names = args.datasets
-    if names is None:
-        channels = sorted({m.channels for m in models})
-        if len(channels) != 1:
-            raise ValueError(f'the models take {" and ".join(map(str, channels))} channels; give --datasets, or '
-                             'bench gray and colour models in separate runs.')
-        names = [name for name, c in DENOISE_SETS.items() if c == channels[0]]
-    return [denoise_set(root, name, sigma, args.max_images) for name in names for sigma in args.sigmas]
+        return [sr_set(root, name, int(scale), args.max_images)]
+    return [paired_set(root, name, args.max_images)]
+
+
+def _bench_sets(args: argparse.Namespace, opt: dict[str, Any] | None, models: list[BenchModel]) -> list[BenchSet]:
+    """The sets ``--datasets`` names (default: :func:`_default_sets`): standard sets of the task, or blocks of the
+    options file's ``datasets:``."""
+    known, blocks = task_sets(args.task), _option_blocks(opt)
+    names = list(dict.fromkeys(args.datasets)) if args.datasets else _default_sets(args, models)
+    for name in names:
+        if name not in known and name not in blocks:
+            where = (f'a block of the -opt file\'s datasets: ({", ".join(blocks)})' if blocks else
+                     'a datasets: block of the -opt file (it has none)' if opt is not None else
+                     'a datasets: block of an options file given with -opt X.yml')
+            raise ValueError(f"unknown dataset '{name}' for --task {args.task}; choose from {', '.join(known)}, or "
+                             f'name {where}.')
+    sets = []
+    for name in names:
+        sets += (_standard_sets(args, opt, name) if name in known
+                 else [options_set(opt, name, args.task, args.max_images)])
+    labels = [s.label for s in sets]
+    twice = sorted({label for label in labels if labels.count(label) > 1})
+    if twice:
+        raise ValueError(f'--datasets: two sets are named {", ".join(twice)} (a datasets: block\'s name is its set '
+                         'name); give the block another name.')
+    return sets
 
 
 def _speeds(args: argparse.Namespace, models: list[BenchModel]) -> dict[str, float | None]:
@@ -147,6 +201,14 @@ def _sensitivity_model(args: argparse.Namespace, models: list[BenchModel]) -> Be
     return checkpoints[name]
 
 
+def _sensitivity_set(sets: Sequence[BenchSet]) -> BenchSet:
+    """The first set with ground truth: the one the sensitivity is measured on."""
+    scored = next((s for s in sets if s.has_gt), None)
+    if scored is None:
+        raise ValueError('--sensitivity needs a set with ground truth; add one to --datasets.')
+    return scored
+
+
 def _sensitivity(args: argparse.Namespace, opt: dict[str, Any], model: BenchModel, bench_set: BenchSet,
                  command: str) -> None:
     net = model.network
@@ -172,6 +234,46 @@ def _sensitivity(args: argparse.Namespace, opt: dict[str, Any], model: BenchMode
     print('wrote', ', '.join(str(p) for p in [*paths.values(), png]))
 
 
+def _notes(sets: Sequence[BenchSet], reference: str | None) -> dict[str, str]:
+    """What a reader must know about a set, by name: its own note, or that it has no ground truth."""
+    notes = {}
+    for bench_set in sets:
+        if not bench_set.has_gt:
+            notes[bench_set.name] = (f'{bench_set.name} has no ground truth: its PSNR / SSIM measure fidelity to the '
+                                     f'output of {reference} (INT8 against FP32 when {reference} is the FP32 model); '
+                                     f'the row of {reference} has none.')
+        elif bench_set.note:
+            notes[bench_set.name] = bench_set.note
+    return notes
+
+
+def _dataset_info(sets: Sequence[BenchSet], notes: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """The JSON record of the sets, by name: folder, images, what they are scored on, ground truth or not, note."""
+    return {s.name: {'folder': str(s.folder), 'images': s.images, 'scored_on': s.scored_on, 'ground_truth': s.has_gt,
+                     **({'note': notes[s.name]} if s.name in notes else {})}
+            for s in sets}
+
+
+def _report_note(reference: str | None, notes: dict[str, str], summary: list[dict[str, Any]] | None) -> str:
+    """The text under the results table: what retention is, the sets' notes, the retention summary."""
+    if reference is None:
+        return '\n\n'.join(['no FP32 model: no retention (give --reference NAME).', *notes.values()])
+    head = f'retention = PSNR / PSNR of {reference} on the same images; drop = the difference in dB.'
+    if summary:
+        tail = (f'Retention summary against {reference} (mean over the sets scored against ground truth, one term '
+                f'per set and noise level / scale):\n\n{markdown_table(summary, SUMMARY_COLUMNS)}')
+    else:
+        tail = f'no retention summary: no model besides {reference} on a set with ground truth.'
+    return '\n\n'.join([head, *notes.values(), tail])
+
+
+def _pictures(args: argparse.Namespace, sets: Sequence[BenchSet], models: list[BenchModel],
+              rows: list[dict[str, Any]], outputs: Outputs, reference: str | None) -> list[Path]:
+    names = [m.name for m in models]
+    return [path for bench_set in sets for path in write_pictures(args.out, bench_set, names, rows, outputs,
+                                                                   reference)]
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``basicsr bench``; a problem the user can fix raises :class:`~qdr_plugin.errors.UserError`
     (the ``basicsr`` command prints it as one line)."""
@@ -186,26 +288,33 @@ def main(argv: list[str] | None = None) -> None:
         models = _load_models(args, opt)
         sensitivity_model = _sensitivity_model(args, models) if args.sensitivity is not None else None
         sets = _bench_sets(args, opt, models)
-        speeds = _speeds(args, models)
-        rows = run_benchmark(models, sets, speeds)
+        sensitivity_set = _sensitivity_set(sets) if sensitivity_model is not None else None
+        check_output_folder(args.out, '--out', _output_names(args, sets), args.overwrite)
         reference = args.reference or next((m.name for m in models if m.precision == 'fp32'), None)
+        speeds = _speeds(args, models)
+        rows, outputs = run_benchmark(models, sets, speeds, reference, args.pictures)
+        summary = None
         if reference is not None:
             add_retention(rows, reference)
+            summary = retention_summary(rows, reference)
+        notes = _notes(sets, reference)
         info = run_info(command, args.threads, task=args.task, reference=reference, speed=not args.no_speed,
                         runs=args.runs, warmup=args.warmup, size=args.size,
                         data_root=str(args.data_root), max_images=args.max_images,
-                        datasets={s.name: {'folder': str(s.folder), 'images': s.images} for s in sets})
-        table = markdown_table(rows, bench_columns(args.task))
-        note = (f'retention = PSNR / PSNR of {reference} on the same images; drop = the difference in dB.'
-                if reference is not None else 'no FP32 model: no retention (give --reference NAME).')
+                        datasets=_dataset_info(sets, notes), summary=summary)
+        table = markdown_table(rows, bench_columns(rows))
+        note = _report_note(reference, notes, summary)
         paths = write_results(args.out, 'bench', rows, info, table, note)
         plots = [plot_psnr_vs_fps(rows, args.out / BENCH_PLOTS[0])]
         if reference is not None:
             plots.append(plot_per_image_diff(rows, reference, args.out / BENCH_PLOTS[1]))
+        pictures = _pictures(args, sets, models, rows, outputs, reference)
         print(f'\n{table}\n\n{note}')
-        print('wrote', ', '.join(str(p) for p in [*paths.values(), *plots] if p is not None))
+        print('wrote', ', '.join(str(p) for p in [*paths.values(), *plots] if p is not None)
+              + (f' and {len(pictures)} picture{"s" * (len(pictures) > 1)} in {args.out / PICTURES}' if pictures
+                 else ''))
         if sensitivity_model is not None:
-            _sensitivity(args, opt, sensitivity_model, sets[0], command)
+            _sensitivity(args, opt, sensitivity_model, sensitivity_set, command)
     except UserError:
         raise
     except (ValueError, FileNotFoundError, RuntimeError) as error:

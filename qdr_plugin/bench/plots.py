@@ -18,8 +18,7 @@ _MARKERS = {'fp32': 'o', 'int8': 's'}
 
 
 def _title(row: dict[str, Any]) -> str:
-    setting = f'x{row["scale"]}' if row['sigma'] is None else f'sigma {row["sigma"]:g}'
-    return f'{row["dataset"]}, {setting}'
+    return f'{row["dataset"]}, {row["setting"]}'
 
 
 def _groups(rows: Sequence[dict[str, Any]]) -> dict[tuple, list[dict[str, Any]]]:
@@ -48,9 +47,9 @@ def _save(fig: Figure, path: str | Path) -> None:
 
 
 def plot_psnr_vs_fps(rows: Sequence[dict[str, Any]], path: str | Path) -> Path | None:
-    """One panel per dataset / setting, one point per model (circle FP32, square INT8); ``None`` (nothing written)
-    when no row has a speed."""
-    groups = {k: [r for r in g if r['fps'] is not None] for k, g in _groups(rows).items()}
+    """One panel per dataset / setting, one point per model with a PSNR (circle FP32, square INT8); ``None``
+    (nothing written) when no such row has a speed."""
+    groups = {k: [r for r in g if r['fps'] is not None and r['psnr'] is not None] for k, g in _groups(rows).items()}
     groups = {k: g for k, g in groups.items() if g}
     if not groups:
         return None
@@ -62,7 +61,7 @@ def plot_psnr_vs_fps(rows: Sequence[dict[str, Any]], path: str | Path) -> Path |
                         fontsize=8)
         ax.set_title(_title(group[0]))
         ax.set_xlabel('frames / s')
-        ax.set_ylabel('PSNR (dB)')
+        ax.set_ylabel(f'PSNR against the {group[0]["psnr_against"]} (dB)')
         ax.ticklabel_format(axis='y', useOffset=False)
         ax.grid(alpha=0.3)
     _save(fig, path)
@@ -70,8 +69,9 @@ def plot_psnr_vs_fps(rows: Sequence[dict[str, Any]], path: str | Path) -> Path |
 
 
 def plot_per_image_diff(rows: Sequence[dict[str, Any]], reference: str, path: str | Path) -> Path | None:
-    """Per image, the PSNR of every INT8 model minus that of ``reference``, one panel per dataset / setting;
-    ``None`` (nothing written) when no INT8 model has a reference row to compare with."""
+    """Per image, the PSNR of every INT8 model minus that of ``reference``, one panel per dataset / setting; on a
+    set without ground truth (the reference's row has no per-image PSNR) the INT8 model's PSNR against the
+    reference's output itself. ``None`` (nothing written) when no INT8 model has a reference row to compare with."""
     panels = []
     for group in _groups(rows).values():
         ref = next((r for r in group if r['model'] == reference), None)
@@ -82,15 +82,21 @@ def plot_per_image_diff(rows: Sequence[dict[str, Any]], reference: str, path: st
         return None
     fig, axes = _figure(len(panels))
     for ax, (ref, int8) in zip(axes, panels):
+        fidelity = ref['psnr_per_image'] is None
         for row in int8:
-            diff = [a - b for a, b in zip(row['psnr_per_image'], ref['psnr_per_image'])]
+            diff = (row['psnr_per_image'] if fidelity
+                    else [a - b for a, b in zip(row['psnr_per_image'], ref['psnr_per_image'])])
             ax.plot(range(1, len(diff) + 1), diff, marker=_MARKERS['int8'], markersize=3, linewidth=0.8,
-                    label=f'{row["model"]} (mean {sum(diff) / len(diff):+.3f} dB)')
-        ax.axhline(0.0, color='black', linewidth=0.8)
-        ax.set_title(f'{_title(ref)}: INT8 - {reference}')
+                    label=f'{row["model"]} (mean {sum(diff) / len(diff):{".2f" if fidelity else "+.3f"}} dB)')
+        if fidelity:
+            ax.set_title(f'{_title(ref)}: INT8 against {reference}\'s output')
+            ax.set_ylabel(f'PSNR against {reference} (dB)')
+        else:
+            ax.axhline(0.0, color='black', linewidth=0.8)
+            ax.set_title(f'{_title(ref)}: INT8 - {reference}')
+            ax.set_ylabel('PSNR difference (dB)')
         ax.set_xlabel('image (name-sorted)')
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylabel('PSNR difference (dB)')
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
     _save(fig, path)

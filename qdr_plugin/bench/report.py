@@ -19,14 +19,25 @@ import torch
 
 from qdr_plugin.utils.atomic_write import atomic_write_text
 
+GROUND_TRUTH = 'ground truth'
+"""The ``psnr_against`` value of a row scored against its set's ground truth (else: ``<reference> output``)."""
+
 Column = tuple[str, str, str]
 """``(row key, header, format)``; the format is a ``str.format`` spec, ``'count'`` (thousands separators) or
 ``'giga'`` (MACs in G, or in M below 0.1 G); a text value is shown as it is."""
 
 BENCH_COLUMNS: list[Column] = [
     ('model', 'model', ''), ('runtime', 'runtime', ''), ('precision', 'precision', ''), ('dataset', 'dataset', ''),
-    ('sigma', 'sigma', 'g'), ('psnr', 'PSNR (dB)', '.3f'), ('ssim', 'SSIM', '.4f'), ('retention', 'retention', '.4f'),
-    ('drop_db', 'drop (dB)', '.3f'), ('params', 'params', 'count'), ('macs', 'MACs', 'giga'), ('fps', 'FPS', '.2f'),
+    ('sigma', 'sigma', 'g'), ('scale', 'scale', 'd'), ('scored_on', 'scored on', ''),
+    ('psnr_against', 'PSNR against', ''), ('psnr', 'PSNR (dB)', '.3f'), ('ssim', 'SSIM', '.4f'),
+    ('retention', 'retention', '.4f'), ('drop_db', 'drop (dB)', '.3f'), ('params', 'params', 'count'),
+    ('macs', 'MACs', 'giga'), ('fps', 'FPS', '.2f'),
+]
+"""Every column a bench table can have; :func:`bench_columns` picks those a run needs."""
+SUMMARY_COLUMNS: list[Column] = [
+    ('model', 'model', ''), ('sets', 'sets', 'd'), ('retention', 'retention', '.4f'),
+    ('mean_drop_db', 'mean drop (dB)', '.3f'), ('max_drop_db', 'largest drop (dB)', '.3f'),
+    ('max_drop_on', 'largest drop on', ''),
 ]
 SENSITIVITY_COLUMNS: list[Column] = [
     ('layer', 'layer', ''), ('type', 'type', ''), ('quantizers', 'quantizers', ''), ('psnr', 'PSNR (dB)', '.3f'),
@@ -34,11 +45,15 @@ SENSITIVITY_COLUMNS: list[Column] = [
 ]
 
 
-def bench_columns(task: str) -> list[Column]:
-    """The table columns of a run: the noise level for denoising, the scale for super-resolution."""
-    if task == 'denoise':
-        return BENCH_COLUMNS
-    return [('scale', 'scale', 'd') if key == 'sigma' else (key, header, fmt) for key, header, fmt in BENCH_COLUMNS]
+def bench_columns(rows: Sequence[dict[str, Any]]) -> list[Column]:
+    """The table columns of a run's ``rows``: the noise level when a row has one, the scale when one is not 1, what
+    the metrics are computed on, and what the PSNR is against when a row is not scored against ground truth."""
+    wanted = {
+        'sigma': any(r['sigma'] is not None for r in rows),
+        'scale': any(r['scale'] != 1 for r in rows),
+        'psnr_against': any(r['psnr_against'] != GROUND_TRUTH for r in rows),
+    }
+    return [column for column in BENCH_COLUMNS if wanted.get(column[0], True)]
 
 
 def _format(value: Any, fmt: str) -> str:
@@ -95,7 +110,7 @@ def run_info(command: str, threads: int, **settings: Any) -> dict[str, Any]:
 
 
 def _csv_text(rows: Sequence[dict[str, Any]]) -> str:
-    keys = [k for k in rows[0] if not isinstance(rows[0][k], (list, dict))] if rows else []
+    keys = [k for k in rows[0] if not any(isinstance(r.get(k), (list, dict)) for r in rows)] if rows else []
     text = io.StringIO(newline='')
     writer = csv.DictWriter(text, keys, extrasaction='ignore')
     writer.writeheader()
