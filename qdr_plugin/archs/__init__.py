@@ -2,7 +2,11 @@
 (:mod:`.basicsr_defaults`, which also registers ECBSR's re-parameterization with ``quantize_model``)."""
 
 from . import basicsr_defaults
+from .aodnet_arch import AODNet
 from .dncnn_arch import DnCNN
 from .efm_arch import EFM
+from .gcanet_arch import GCANet
+from .iat_arch import IAT
+from .prenet_arch import PReNet
 
-__all__ = ['DnCNN', 'EFM', 'basicsr_defaults']
+__all__ = ['AODNet', 'DnCNN', 'EFM', 'GCANet', 'IAT', 'PReNet', 'basicsr_defaults']
