@@ -23,7 +23,7 @@ from qdr_plugin.errors import UserError
 from qdr_plugin.option_rules import OptionsError, OptionsPathError, need_bool, need_choice, need_int
 from qdr_plugin.registry import register
 
-from .dataset_options import check_crop_fits, check_dataset_keys, training_phase
+from .dataset_options import check_crop_fits, check_dataset_keys, random_crop, training_phase
 from .image_source import ImageSource
 
 __all__ = ['COLOR_MODES', 'SCALES', 'BicubicSRDataset', 'bicubic_downscale']
@@ -191,17 +191,6 @@ class BicubicSRDataset(data.Dataset):
         """The option that sets the channel count of ``lq`` (the network's input) and that count."""
         return 'color', 3 if _color(opt, path) == 'rgb' else 1
 
-    def _random_crop(self, img: np.ndarray, path: str) -> np.ndarray:
-        h, w = img.shape[:2]
-        size = self.gt_size
-        if h < size or w < size:
-            raise UserError(
-                f"{_OWNER}: HR image '{self.gt_source.describe(path)}' is {h}x{w} (HxW), smaller than gt_size "
-                f'{size}x{size}; lower gt_size or remove the image.'
-            )
-        top, left = random.randint(0, h - size), random.randint(0, w - size)
-        return img[top:top + size, left:left + size, :]
-
     def _paired(self, hr: np.ndarray, lq: np.ndarray, gt_path: str, lq_path: str) -> tuple[np.ndarray, np.ndarray]:
         """Check that ``hr`` mod-cropped is ``scale`` x ``lq``; training: matching random crops."""
         s = self.scale
@@ -232,7 +221,8 @@ class BicubicSRDataset(data.Dataset):
         else:
             lq_path = gt_path
             if self.train:
-                hr = augment(self._random_crop(hr, gt_path), self.use_hflip, self.use_rot)
+                crop = random_crop([hr], self.gt_size, _OWNER, f"HR image '{self.gt_source.describe(gt_path)}'")[0]
+                hr = augment(crop, self.use_hflip, self.use_rot)
             else:
                 h, w = hr.shape[:2]
                 if h < self.scale or w < self.scale:

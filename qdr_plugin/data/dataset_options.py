@@ -3,20 +3,25 @@
 A dataset's own ``check_options`` refuses keys that are neither its own nor in :data:`GENERIC_DATASET_KEYS`
 (:func:`check_dataset_keys`) and reads ``phase`` through :func:`training_phase`; the pre-flight checker applies
 :func:`check_loader_options` (keys basicsr's ``build_dataloader`` reads) to every dataset. :func:`check_crop_fits`
-is the rule of a training crop against the images.
+is the rule of a training crop against the images, :func:`check_clean_images` the image check of a dataset of clean
+images, and :func:`random_crop` the training crop itself.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import random
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
+from qdr_plugin.errors import UserError
 from qdr_plugin.option_rules import OptionsError, check_keys, need_bool, need_int, need_number
 
 from .image_source import ImageSource
 
-__all__ = ['GENERIC_DATASET_KEYS', 'PHASES', 'check_crop_fits', 'check_dataset_keys', 'check_loader_options',
-           'training_phase']
+__all__ = ['GENERIC_DATASET_KEYS', 'PHASES', 'check_clean_images', 'check_crop_fits', 'check_dataset_keys',
+           'check_loader_options', 'random_crop', 'training_phase']
 
 GENERIC_DATASET_KEYS = (
     'name', 'type', 'phase', 'num_worker_per_gpu', 'batch_size_per_gpu', 'dataset_enlarge_ratio', 'prefetch_mode',
@@ -67,3 +72,28 @@ def check_crop_fits(source: ImageSource, size: int, key_path: str, value: Any = 
         raise OptionsError(key_path, f"is larger than image '{source.describe(name)}' ({height}x{width}, HxW), "
                            f'the smallest of {source.key}', size if value is None else value,
                            f'Lower it to at most {min(height, width)}, or remove the smaller images.')
+
+
+def check_clean_images(checked: Mapping[str, Any], path: str) -> None:
+    """The image check of a dataset that reads one folder of clean images, from the values its ``check_options``
+    returned (``train``, ``source``, ``gt_size``, ``in_ch``): for training, every image at least ``gt_size`` on its
+    shorter side (file headers only); for validation / testing, every image decodes."""
+    if checked['train']:
+        check_crop_fits(checked['source'], checked['gt_size'], f'{path}.gt_size')
+    else:
+        checked['source'].check_decodable(checked['in_ch'])
+
+
+def random_crop(images: Sequence[np.ndarray], size: int, owner: str, what: str) -> list[np.ndarray]:
+    """The same random ``size`` x ``size`` crop of equally sized ``H x W x C`` images, placed with Python's
+    ``random`` (which basicsr seeds).
+
+    Raises:
+        UserError: ``{owner}: {what} is HxW, smaller than gt_size``, when the images are smaller than the crop.
+    """
+    h, w = images[0].shape[:2]
+    if h < size or w < size:
+        raise UserError(f'{owner}: {what} is {h}x{w} (HxW), smaller than gt_size {size}x{size}; lower gt_size or '
+                        'remove the image.')
+    top, left = random.randint(0, h - size), random.randint(0, w - size)
+    return [img[top:top + size, left:left + size] for img in images]

@@ -5,7 +5,6 @@ per-image draw for validation/testing (see :func:`add_validation_noise`), so PSN
 """
 
 import os
-import random
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,11 +15,10 @@ from basicsr.utils import img2tensor
 from basicsr.utils.registry import DATASET_REGISTRY
 from torch.utils import data
 
-from qdr_plugin.errors import UserError
 from qdr_plugin.option_rules import MISSING, OptionsError, is_number, need_bool, need_choice, need_int, need_number
 from qdr_plugin.registry import register
 
-from .dataset_options import check_crop_fits, check_dataset_keys, training_phase
+from .dataset_options import check_clean_images, check_dataset_keys, random_crop, training_phase
 from .image_source import IMG_EXTENSIONS, ImageSource
 
 __all__ = ['IMG_EXTENSIONS', 'GaussianNoiseDataset', 'add_validation_noise']
@@ -172,33 +170,19 @@ class GaussianNoiseDataset(data.Dataset):
             OptionsError: At ``<path>.gt_size``, naming the smallest image.
             UserError: Naming a file that cannot be read.
         """
-        checked = cls.check_options(opt, path, base_dir)
-        if checked['train']:
-            check_crop_fits(checked['source'], checked['gt_size'], f'{path}.gt_size')
-        else:
-            checked['source'].check_decodable(checked['in_ch'])
+        check_clean_images(cls.check_options(opt, path, base_dir), path)
 
     @classmethod
     def lq_channels(cls, opt: Mapping[str, Any], path: str = 'GaussianNoiseDataset') -> tuple[str, int]:
         """The option that sets the channel count of ``lq`` (the network's input) and that count."""
         return 'in_ch', _in_ch(opt, path)
 
-    def _random_crop(self, img: np.ndarray, path: str) -> np.ndarray:
-        h, w = img.shape[:2]
-        size = self.gt_size
-        if h < size or w < size:
-            raise UserError(
-                f"GaussianNoiseDataset: image '{path}' is {h}x{w} (HxW), smaller than gt_size {size}x{size}; "
-                'lower gt_size or remove the image.'
-            )
-        top, left = random.randint(0, h - size), random.randint(0, w - size)
-        return img[top:top + size, left:left + size, :]
-
     def __getitem__(self, index: int) -> dict[str, Any]:
         path = self.paths[index]
         img, _ = self.source.read(path, self.in_ch)
         if self.train:
-            img = augment(self._random_crop(img, path), self.use_hflip, self.use_rot)
+            crop = random_crop([img], self.gt_size, 'GaussianNoiseDataset', f"image '{path}'")[0]
+            img = augment(crop, self.use_hflip, self.use_rot)
             gt = img2tensor(img, bgr2rgb=False, float32=True)
             if self.sigma_range is None:
                 sigma = self.sigma

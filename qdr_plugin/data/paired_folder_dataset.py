@@ -10,13 +10,11 @@ filled with them names the ground truth's stem (any image extension).
 from __future__ import annotations
 
 import os
-import random
 import re
 import string
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
 from basicsr.data.transforms import augment
 from basicsr.utils import img2tensor
 from basicsr.utils.registry import DATASET_REGISTRY
@@ -26,7 +24,7 @@ from qdr_plugin.errors import UserError
 from qdr_plugin.option_rules import OptionsError, OptionsPathError, check_keys, need_bool, need_choice, need_int
 from qdr_plugin.registry import register
 
-from .dataset_options import check_crop_fits, check_dataset_keys, training_phase
+from .dataset_options import check_crop_fits, check_dataset_keys, random_crop, training_phase
 from .image_source import ImageSource
 
 __all__ = ['PairedFolderDataset', 'PairingRule', 'pair_paths']
@@ -211,15 +209,6 @@ class PairedFolderDataset(data.Dataset):
         """The option that sets the channel count of ``lq`` (the network's input) and that count."""
         return 'in_ch', need_choice(opt, path, 'in_ch', (1, 3), default=3, fix='Write in_ch: 3 or in_ch: 1.')
 
-    def _crop(self, lq: np.ndarray, gt: np.ndarray, lq_path: str) -> tuple[np.ndarray, np.ndarray]:
-        h, w = lq.shape[:2]
-        size = self.gt_size
-        if h < size or w < size:
-            raise UserError(f"{_OWNER}: input '{lq_path}' is {h}x{w} (HxW), smaller than gt_size {size}x{size}; lower "
-                            'gt_size or remove the image.')
-        top, left = random.randint(0, h - size), random.randint(0, w - size)
-        return lq[top:top + size, left:left + size], gt[top:top + size, left:left + size]
-
     def __getitem__(self, index: int) -> dict[str, Any]:
         lq_path, gt_path = self.paths[index], self.gt_paths[index]
         lq, _ = self.lq_source.read(lq_path, self.in_ch)
@@ -227,7 +216,8 @@ class PairedFolderDataset(data.Dataset):
         if lq.shape != gt.shape:
             raise UserError(_size_mismatch(lq_path, lq.shape[:2], gt_path, gt.shape[:2]))
         if self.train:
-            lq, gt = augment(list(self._crop(lq, gt, lq_path)), self.use_hflip, self.use_rot)
+            lq, gt = augment(random_crop([lq, gt], self.gt_size, _OWNER, f"input '{lq_path}'"), self.use_hflip,
+                             self.use_rot)
         lq, gt = img2tensor([lq, gt], bgr2rgb=False, float32=True)
         return {'lq': lq, 'gt': gt, 'lq_path': lq_path, 'gt_path': gt_path}
 

@@ -13,7 +13,6 @@ sets (e.g. low light on CBSD68) are fixed benchmarks.
 from __future__ import annotations
 
 import os
-import random
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -23,10 +22,9 @@ from basicsr.data.transforms import augment
 from basicsr.utils import img2tensor
 from torch.utils import data
 
-from qdr_plugin.errors import UserError
 from qdr_plugin.option_rules import need_bool, need_choice, need_int
 
-from .dataset_options import check_crop_fits, check_dataset_keys, training_phase
+from .dataset_options import check_clean_images, check_dataset_keys, random_crop, training_phase
 from .image_source import ImageSource
 
 __all__ = ['SyntheticPairDataset']
@@ -116,11 +114,7 @@ class SyntheticPairDataset(data.Dataset):
             UserError: Naming a file that cannot be read.
         """
         path = path or cls.__name__
-        checked = cls.check_options(opt, path, base_dir)
-        if checked['train']:
-            check_crop_fits(checked['source'], checked['gt_size'], f'{path}.gt_size')
-        else:
-            checked['source'].check_decodable(checked['in_ch'])
+        check_clean_images(cls.check_options(opt, path, base_dir), path)
 
     @classmethod
     def lq_channels(cls, opt: Mapping[str, Any], path: str | None = None) -> tuple[str, int]:
@@ -133,21 +127,13 @@ class SyntheticPairDataset(data.Dataset):
             return np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
         return np.random.default_rng(index + self.seed_offset)
 
-    def _crop(self, lq: np.ndarray, gt: np.ndarray, path: str) -> tuple[np.ndarray, np.ndarray]:
-        h, w = gt.shape[:2]
-        size = self.gt_size
-        if h < size or w < size:
-            raise UserError(f"{type(self).__name__}: image '{path}' is {h}x{w} (HxW), smaller than gt_size "
-                            f'{size}x{size}; lower gt_size or remove the image.')
-        top, left = random.randint(0, h - size), random.randint(0, w - size)
-        return lq[top:top + size, left:left + size], gt[top:top + size, left:left + size]
-
     def __getitem__(self, index: int) -> dict[str, Any]:
         path = self.paths[index]
         gt, _ = self.source.read(path, self.in_ch)
         lq = self.degrade(gt, self._rng(index), **self.params).astype(np.float32)
         if self.train:
-            lq, gt = augment(list(self._crop(lq, gt, path)), self.use_hflip, self.use_rot)
+            crops = random_crop([lq, gt], self.gt_size, type(self).__name__, f"image '{path}'")
+            lq, gt = augment(crops, self.use_hflip, self.use_rot)
         lq, gt = img2tensor([np.ascontiguousarray(lq), np.ascontiguousarray(gt)], bgr2rgb=False, float32=True)
         return {'lq': lq, 'gt': gt, 'lq_path': path, 'gt_path': path}
 
