@@ -27,6 +27,8 @@ from qdr_plugin.utils.evaluation import evaluate
 RESULTS_DIR = Path(__file__).resolve().parent / 'results'
 TASKS = ('denoise', 'derain', 'dehaze', 'lowlight')
 MODELS = ('fp32', 'ptq_minmax', 'ptq_percentile', 'qat', 'qdr')
+LONG = 'fp32_1500'
+"""The FP32 network trained as long as the INT8 students (all iterations FP32), when ``--long-bench`` gives it."""
 SUMMARY_COLUMNS = [('model', 'model', ''), ('sets', 'sets', ''), ('retention', 'retention', '.2%'),
                    ('mean_drop_db', 'mean drop (dB)', '.3f'), ('max_drop_db', 'largest drop (dB)', '.3f'),
                    ('max_drop_on', 'on', '')]
@@ -74,11 +76,12 @@ def _table_rows(task: str, rows: list[dict[str, Any]], speed: dict[str, str],
             if name in inputs:
                 entry['input'] = f'{inputs[name]["psnr"]:.3f} / {inputs[name]["ssim"]:.4f}'
                 entry['margin'] = f'{models["fp32"]["psnr"] - inputs[name]["psnr"]:.2f}'
-            for model in MODELS:
+            for model in (*MODELS, LONG):
                 row = models.get(model)
                 entry[model] = '-' if row is None else f'{row["psnr"]:.3f} / {row["ssim"]:.4f}'
-            entry['qdr_drop'] = (f'{models["fp32"]["psnr"] - models["qdr"]["psnr"]:.3f}' if 'qdr' in models
-                                 else '-')
+            for key, reference in (('qdr_drop', 'fp32'), ('qdr_drop_long', LONG)):
+                entry[key] = (f'{models[reference]["psnr"] - models["qdr"]["psnr"]:.3f}'
+                              if 'qdr' in models and reference in models else '-')
         entry['qdr_speed'] = speed.get(f'{task}_qdr_int8', '-')
         entry['ptq_speed'] = speed.get(f'{task}_ptq_percentile', '-')
         table.append(entry)
@@ -93,6 +96,9 @@ def main() -> None:
                         help='speed_ratio.py JSON of a task\'s files (repeat)')
     parser.add_argument('--data-root', type=Path, default=DEFAULT_DATA_ROOT,
                         help='the folder holding the test sets, for the inputs\' own scores')
+    parser.add_argument('--long-bench', type=Path,
+                        help=f'folder with <task>_{LONG}/bench.json holding a model named {LONG}: the FP32 network '
+                        'trained as long as the students, added as a column and as a second retention reference')
     parser.add_argument('--name', default='tasks_summary', help='results/<name>.* (default tasks_summary)')
     args = parser.parse_args()
     speeds = {}
@@ -107,6 +113,9 @@ def main() -> None:
             print(f'{bench} is missing: run bash benchmarks/tasks.sh {task}; the task is left out')
             continue
         rows = json.loads(bench.read_text())['rows']
+        if args.long_bench is not None:
+            rows += [row for row in json.loads((args.long_bench / f'{task}_{LONG}' / 'bench.json').read_text())['rows']
+                     if row['model'] == LONG]
         all_rows += rows
         table += _table_rows(task, rows, _speed(speeds.get(task)), inputs)
     columns = [('task', 'task', ''), ('set', 'test set', ''), ('input', 'input', ''), ('fp32', 'FP32', ''),
@@ -114,15 +123,21 @@ def main() -> None:
                ('ptq_minmax', 'ORT PTQ minmax', ''), ('ptq_percentile', 'ORT PTQ percentile', ''),
                ('qat', 'plain QAT INT8', ''), ('qdr', 'QDR INT8', ''), ('qdr_drop', 'FP32 - QDR (dB)', ''),
                ('qdr_speed', 'QDR INT8 / FP32 speed', ''), ('ptq_speed', 'PTQ / FP32 speed', '')]
+    if args.long_bench is not None:
+        columns[5:5] = [(LONG, 'FP32, trained as long', '')]
+        columns.insert(-2, ('qdr_drop_long', 'FP32 as long - QDR (dB)', ''))
     summary = retention_summary(all_rows, 'fp32')
+    long_summary = retention_summary(all_rows, LONG) if args.long_bench is not None else []
     text = markdown_table(table, columns)
     summary_text = markdown_table(summary, SUMMARY_COLUMNS)
+    extra = 'Retention over the tasks (PSNR / PSNR_FP32, test sets with ground truth):\n\n' + summary_text
+    if long_summary:
+        extra += (f'\n\nRetention against {LONG}, the FP32 network trained as long:\n\n'
+                  + markdown_table(long_summary, SUMMARY_COLUMNS))
     info = run_info(command_line(), os.cpu_count() or 1, speed={task: str(path) for task, path in speeds.items()},
-                    inputs=inputs, summary=summary)
-    paths = write_results(RESULTS_DIR, args.name, table, info, text,
-                          'Retention over the tasks (PSNR / PSNR_FP32, test sets with ground truth):\n\n'
-                          + summary_text)
-    print(f'{text}\n\nRetention over the tasks:\n\n{summary_text}')
+                    inputs=inputs, summary=summary, summary_against_fp32_1500=long_summary)
+    paths = write_results(RESULTS_DIR, args.name, table, info, text, extra)
+    print(f'{text}\n\n{extra}')
     print('wrote', ', '.join(str(p) for p in paths.values()))
 
 
