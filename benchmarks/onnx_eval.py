@@ -4,6 +4,8 @@ in output quantization steps, PSNR between the two), all on the same noisy input
 
     python benchmarks/onnx_eval.py -opt options/qdr_denoise_bsd68.yml \\
         --ckpt experiments/qdr_denoise_bsd68/models/net_g_latest.pth --name bsd68_onnx
+
+``--max-images N`` scores only the first N images of the set (the table's dataset says so).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 from basicsr.data import build_dataset
+from torch.utils.data import Subset
 
 from qdr_plugin.bench.report import command_line, markdown_table, run_info, write_results
 from qdr_plugin.deploy import ExportError, export_onnx, onnxruntime_kernel_counts
@@ -49,11 +52,14 @@ def main() -> None:
     parser.add_argument('--ckpt', required=True)
     parser.add_argument('--name', default='onnx_eval')
     parser.add_argument('--threads', type=int, default=torch.get_num_threads())
+    parser.add_argument('--max-images', type=int, help='only the first N images of the set (parity of slow networks)')
     args = parser.parse_args()
 
     opt = read_options(args.opt)
     val_opt = next(v for k, v in opt['datasets'].items() if k.startswith('val'))
     dataset = build_dataset(val_opt)
+    if args.max_images:
+        dataset = Subset(dataset, range(min(args.max_images, len(dataset))))
     student, teacher = load_networks(opt['network_g'], opt.get('quant'), args.ckpt)
     channels = input_channels(opt)
     step = _output_step(student)
@@ -66,7 +72,8 @@ def main() -> None:
         return out
 
     fake = evaluate(student_restore, dataset, desc='fake-quant')
-    rows = [{'file': 'INT8 fake-quant (PyTorch)', 'dataset': val_opt['name'], 'sigma': val_opt.get('sigma'),
+    dataset_name = val_opt['name'] + (f' (first {len(dataset)})' if args.max_images else '')
+    rows = [{'file': 'INT8 fake-quant (PyTorch)', 'dataset': dataset_name, 'sigma': val_opt.get('sigma'),
              'psnr': round(fake['psnr'], 3), 'ssim': round(fake['ssim'], 4)}]
     with tempfile.TemporaryDirectory() as tmp:
         files = {'FP32 (teacher)': export_onnx(teacher, Path(tmp) / 'fp32.onnx', channels, fp32=True)}
@@ -91,7 +98,7 @@ def main() -> None:
                 return torch.from_numpy(out)
 
             scores = evaluate(restore, dataset, desc=label)
-            row = {'file': label, 'dataset': val_opt['name'], 'sigma': val_opt.get('sigma'),
+            row = {'file': label, 'dataset': dataset_name, 'sigma': val_opt.get('sigma'),
                    'psnr': round(scores['psnr'], 3), 'ssim': round(scores['ssim'], 4)}
             if label.startswith('INT8'):
                 row['parity_max_steps'] = round(parity['max_steps'], 2)

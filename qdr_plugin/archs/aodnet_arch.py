@@ -31,6 +31,8 @@ from torch import nn
 
 from qdr_plugin.registry import register
 
+from .subnormal import flush_subnormal_on_load
+
 
 @register(ARCH_REGISTRY)
 class AODNet(nn.Module):
@@ -44,9 +46,11 @@ class AODNet(nn.Module):
     """
 
     in_ch = 3
+    dfd_layer = 'e_conv4'  # Decoder-Free Distillation: the widest-context feature before K's last layer
 
     def __init__(self, width: int = 3, b: float = 1.0):
         super().__init__()
+        flush_subnormal_on_load(self)  # the published weights hold subnormal floats (see archs/subnormal.py)
         self.b = b
         self.e_conv1 = nn.Conv2d(self.in_ch, width, 1, 1, 0)
         self.e_conv2 = nn.Conv2d(width, width, 3, 1, 1)

@@ -104,6 +104,7 @@ class GCANet(nn.Module):
     """
 
     in_ch = 3
+    dfd_layer = 'res7'  # Decoder-Free Distillation: y3, the deepest feature before the gated fusion
 
     def __init__(self, width: int = 64, multiple: int = 4):
         super().__init__()

@@ -38,7 +38,10 @@ import torch.nn.functional as F
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
+from qdr_plugin.quant.ops import Add
 from qdr_plugin.registry import register
+
+from .subnormal import flush_subnormal_on_load
 
 __all__ = ['IAT']
 
@@ -100,11 +103,13 @@ class PixelBlock(nn.Module):
         self.attn = nn.Conv2d(channels, channels, 5, padding=2, groups=channels)
         self.norm2 = ChannelAffine(channels)
         self.mlp = ConvMlp(channels, mlp_ratio * channels)
+        # the residual sums as quantization points: INT8 on both inputs of each add (TensorRT's residual form)
+        self.add_pos, self.add_attn, self.add_mlp = Add(), Add(), Add()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.pos_embed(x)
-        x = x + self.gamma_1 * self.conv2(self.attn(self.conv1(self.norm1(x))))
-        return x + self.gamma_2 * self.mlp(self.norm2(x))
+        x = self.add_pos(x, self.pos_embed(x))
+        x = self.add_attn(x, self.gamma_1 * self.conv2(self.attn(self.conv1(self.norm1(x)))))
+        return self.add_mlp(x, self.gamma_2 * self.mlp(self.norm2(x)))
 
 
 class LocalBranch(nn.Module):
@@ -118,11 +123,12 @@ class LocalBranch(nn.Module):
         self.add_blocks = nn.Sequential(*(PixelBlock(dim) for _ in range(num_blocks)))
         self.mul_end = nn.Sequential(nn.Conv2d(dim, 3, 3, padding=1), nn.ReLU())
         self.add_end = nn.Sequential(nn.Conv2d(dim, 3, 3, padding=1), nn.Tanh())
+        self.skip_mul, self.skip_add = Add(), Add()
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         feat = self.act(self.conv1(x))
-        mul = self.mul_end(self.mul_blocks(feat) + feat)
-        add = self.add_end(self.add_blocks(feat) + feat)
+        mul = self.mul_end(self.skip_mul(self.mul_blocks(feat), feat))
+        add = self.add_end(self.skip_add(self.add_blocks(feat), feat))
         return mul, add
 
 
@@ -255,10 +261,12 @@ class IAT(nn.Module):
     """
 
     in_ch = 3
+    dfd_layer = 'local_net.mul_blocks'  # Decoder-Free Distillation: the local branch's multiplier features
 
     def __init__(self, dim: int = 16, global_dim: int = 64, num_heads: int = 4, num_blocks: int = 3,
                  input_norm: bool = False):
         super().__init__()
+        flush_subnormal_on_load(self)  # the published weights hold subnormal floats (see archs/subnormal.py)
         self.input_norm = input_norm
         self.local_net = LocalBranch(dim, num_blocks)
         self.global_net = GlobalBranch(global_dim, num_heads)

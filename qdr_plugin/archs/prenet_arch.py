@@ -50,6 +50,7 @@ class PReNet(nn.Module):
     """
 
     in_ch = 3
+    dfd_layer = 'res_conv3'  # Decoder-Free Distillation: the middle residual block (of the last stage)
 
     def __init__(self, stages: int = 6, width: int = 32, blocks: int = 5):
         super().__init__()
@@ -58,6 +59,7 @@ class PReNet(nn.Module):
         self.block_names = tuple(f'res_conv{k}' for k in range(1, blocks + 1))
         for name in self.block_names:
             self.add_module(name, nn.Sequential(_conv(width, width), nn.ReLU(), _conv(width, width), nn.ReLU()))
+        self.dfd_layer = self.block_names[(blocks - 1) // 2]
         self.conv_i = nn.Sequential(_conv(2 * width, width), nn.Sigmoid())
         self.conv_f = nn.Sequential(_conv(2 * width, width), nn.Sigmoid())
         self.conv_g = nn.Sequential(_conv(2 * width, width), nn.Tanh())

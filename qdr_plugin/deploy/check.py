@@ -77,6 +77,8 @@ def _check_tensorrt(graph: onnx.GraphProto, problems: list[str]) -> None:
                 problems.append(f'{node.op_type} ({node.name}) must have an int8 zero point of 0')
         if node.op_type in ('Conv', 'ConvTranspose'):
             axis_wanted = 0 if node.op_type == 'Conv' else 1
+            if from_dq(node.input[0]) is None and from_dq(node.input[1]) is None:
+                continue  # a layer kept in float (quant.keep_fp32): TensorRT runs it in FP32 / FP16
             if from_dq(node.input[0]) is None:
                 problems.append(f'{node.op_type} ({node.name}) input is not dequantized (no Q/DQ before it)')
             weight_dq = from_dq(node.input[1])

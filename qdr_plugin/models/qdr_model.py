@@ -8,7 +8,8 @@ B. QAT: BatchNorm is folded, the teacher becomes a frozen FP32 copy of the netwo
    no foreign teacher), the student gets fake quantizers (``quant:`` block), activation step sizes are calibrated on
    ``quant.calib_batches`` training batches, then the student trains with
 
-   ``L = w_rec * L_pix(student(x), gt) + w_kd * L_kd``,
+   ``L = w_rec * L_pix(student(x), gt) + w_kd * L_kd``  (``train.pixel_target: teacher``: ``L_pix(student(x),
+   teacher(x))``, for a published network whose own training data is not at hand),
    ``L_kd = d(F_b(student, x), stopgrad(F_b(teacher, x)))``  (DFD: the bottleneck only, ``train.dfd_opt``)
             ``+ [d(F_s(student, x), F_s(teacher, x)) for decoder stages s]``  (ablation ``dfd_opt.decoder_stages``)
             ``+ d(student(x), teacher(x))``                              (ablation ``train.output_kd_opt``)
@@ -251,10 +252,15 @@ class QDRModel(SRModel):
         self.optimizer_g.zero_grad()
         self._last_train_lq = self.lq
         self.output = self.net_g(self.lq)
+        use_teacher = self.net_t is not None and self.opt['train'].get('pixel_target', 'gt') == 'teacher'
+        teacher_out = None
+        if self.net_t is not None and (use_teacher or self.cri_dfd is not None or self.cri_okd is not None):
+            with torch.no_grad():
+                teacher_out = self.net_t(self.lq)
         loss_dict = OrderedDict()
-        l_rec = self.cri_pix(self.output, self.gt)
+        l_rec = self.cri_pix(self.output, teacher_out if use_teacher else self.gt)
         loss_dict['l_pix'] = l_rec
-        l_kd, bottleneck = self._distillation_loss(loss_dict)
+        l_kd, bottleneck = self._distillation_loss(loss_dict, teacher_out)
         if l_kd is None:
             l_total = l_rec
         elif self.lmr is not None:
@@ -274,12 +280,13 @@ class QDRModel(SRModel):
             self.lmr.step()
             self.log_dict.update(self.lmr.log_values())
 
-    def _distillation_loss(self, loss_dict: OrderedDict) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """``L_kd`` (DFD + optional decoder / output KD) and the student bottleneck, or ``(None, None)``."""
-        if self.net_t is None or (self.cri_dfd is None and self.cri_okd is None):
+    def _distillation_loss(
+        self, loss_dict: OrderedDict, teacher_out: torch.Tensor | None
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """``L_kd`` (DFD + optional decoder / output KD) and the student bottleneck, or ``(None, None)``;
+        ``teacher_out`` is the teacher's output on this batch (its forward pass filled ``capture_t``)."""
+        if teacher_out is None or (self.cri_dfd is None and self.cri_okd is None):
             return None, None
-        with torch.no_grad():
-            teacher_out = self.net_t(self.lq)
         l_kd, bottleneck = 0.0, None
         if self.cri_dfd is not None:
             student, teacher = self.capture_s.pop(), self.capture_t.pop()

@@ -43,10 +43,13 @@ DFD_KEYS = ('layer', 'decoder_stages', 'decoder_layers')
 """``train.dfd_opt`` keys of QDRModel's own (the others go to the basicsr loss)."""
 
 TRAIN_KEYS = (
-    'fp32_warmup_iter', 'total_iter', 'warmup_iter', 'optim_g', 'scheduler', 'pixel_opt', 'dfd_opt',
+    'fp32_warmup_iter', 'total_iter', 'warmup_iter', 'optim_g', 'scheduler', 'pixel_opt', 'pixel_target', 'dfd_opt',
     'output_kd_opt', 'lmr_opt', 'ema_decay', 'memory_check',
 )
 """``train:`` keys QDRModel reads; an unknown key close to one of them (``dfd_otp``) is a typo."""
+
+PIXEL_TARGETS = ('gt', 'teacher')
+"""``train.pixel_target``: what ``L_rec`` compares the student's output with during QAT."""
 
 OPTIMIZERS = {'Adam': torch.optim.Adam, 'AdamW': torch.optim.AdamW, 'SGD': torch.optim.SGD}
 """``train.optim_g.type`` values QDRModel builds."""
@@ -71,7 +74,8 @@ def check_train_options(train: Mapping[str, Any], path: str = 'train') -> None:
     alone, continued into QAT by resuming with a larger ``total_iter``), ``warmup_iter`` an integer, no
     ``ema_decay`` > 0,
     ``optim_g`` (:data:`OPTIMIZERS`, ``lr`` > 0), ``scheduler`` (:data:`SCHEDULERS`, its iteration lists),
-    ``pixel_opt`` required, ``dfd_opt`` / ``output_kd_opt`` distances (:func:`check_loss`), ``lmr_opt`` only with
+    ``pixel_opt`` required, ``pixel_target`` ``gt`` / ``teacher``, ``dfd_opt`` / ``output_kd_opt`` distances
+    (:func:`check_loss`), ``lmr_opt`` only with
     ``dfd_opt``, ``memory_check`` ``true`` / ``false`` (read by the pre-flight check only). An empty or ``~``
     ``dfd_opt`` / ``output_kd_opt`` / ``lmr_opt`` is off.
     """
@@ -87,6 +91,11 @@ def check_train_options(train: Mapping[str, Any], path: str = 'train') -> None:
     pixel = need_dict(train, path, 'pixel_opt', required=True,
                       example='pixel_opt: {type: L1Loss, loss_weight: 1.0}; QDRModel always uses it')
     check_loss(pixel, f'{path}.pixel_opt', distance=True)
+    target = train.get('pixel_target', 'gt')
+    if target not in PIXEL_TARGETS:
+        raise OptionsError(f'{path}.pixel_target', 'must be gt or teacher', target,
+                           'gt: L_rec against the ground truth; teacher: against the FP32 teacher\'s output (for a '
+                           'published network fine-tuned on data that is not its training data).')
     dfd = need_dict(train, path, 'dfd_opt')
     if dfd:
         check_loss(dfd, f'{path}.dfd_opt', ours=DFD_KEYS, distance=True)

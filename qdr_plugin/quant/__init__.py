@@ -7,6 +7,7 @@
 
 from .bn_fold import fold_batchnorm, fold_conv_bn
 from .calibration import calibrate
+from .call_sites import CallSiteActQuantizer
 from .config import QuantConfig
 from .convert import (
     is_quantized,
@@ -23,9 +24,9 @@ from .ops import Add, Concat, Mul, Sub
 from .sharing import tie_shared_quantizers
 
 __all__ = [
-    'ActQuantizer', 'Add', 'Concat', 'FakeQuantizer', 'Mul', 'QuantAdd', 'QuantConcat', 'QuantConfig',
-    'QuantConv2d', 'QuantConvTranspose2d', 'QuantLinear', 'QuantMul', 'QuantSub', 'Sub', 'WeightQuantizer',
-    'calibrate', 'fold_batchnorm', 'fold_conv_bn', 'is_quantized', 'is_quantized_state_dict', 'lsq_fake_quant',
-    'project_step_sizes', 'quantize_model', 'quantizer_parameters', 'quantizers', 'set_quant_enabled',
-    'tie_shared_quantizers',
+    'ActQuantizer', 'Add', 'CallSiteActQuantizer', 'Concat', 'FakeQuantizer', 'Mul', 'QuantAdd', 'QuantConcat',
+    'QuantConfig', 'QuantConv2d', 'QuantConvTranspose2d', 'QuantLinear', 'QuantMul', 'QuantSub', 'Sub',
+    'WeightQuantizer', 'calibrate', 'fold_batchnorm', 'fold_conv_bn', 'is_quantized', 'is_quantized_state_dict',
+    'lsq_fake_quant', 'project_step_sizes', 'quantize_model', 'quantizer_parameters', 'quantizers',
+    'set_quant_enabled', 'tie_shared_quantizers',
 ]

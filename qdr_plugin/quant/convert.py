@@ -10,10 +10,11 @@ import torch
 from torch import nn
 
 from .bn_fold import fold_batchnorm, foldable_batchnorms
+from .call_sites import count_calls, split_call_sites
 from .config import QuantConfig
 from .fake_quant import STEP_MIN, FakeQuantizer
 from .modules import FLOAT_TO_QUANT
-from .sharing import tie_shared_quantizers
+from .sharing import example_input, tie_shared_quantizers
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +51,9 @@ def quantize_model(
     ``ConvTranspose2d`` / ``Linear`` and every :mod:`qdr_plugin.quant.ops` point (``Add``, ``Sub``, ``Mul``,
     ``Concat``) by its quantized counterpart, in place.
 
-    Modules whose name matches a ``config.keep_fp32`` pattern stay float. Activation quantizers that receive the
+    Modules whose name matches a ``config.keep_fp32`` pattern stay float. A layer the network calls several times per
+    forward pass (a recurrent stage) keeps one weight quantizer and gets one activation quantizer per call
+    (:mod:`qdr_plugin.quant.call_sites`). Activation quantizers that receive the
     same tensor are then tied into one (:func:`qdr_plugin.quant.tie_shared_quantizers`, one forward pass on
     ``example``, by default a zero image when the network starts with a Conv2d). Weight step sizes are initialised
     here; activation step sizes need :func:`qdr_plugin.quant.calibrate` (or a checkpoint). Returns ``model``.
@@ -84,9 +87,16 @@ def quantize_model(
         )
     if config.fold_bn:
         fold_batchnorm(model)
-    for parent, child_name, quant_cls in plan:
-        setattr(parent, child_name, quant_cls.from_float(getattr(parent, child_name), config))
+    example = example_input(model) if example is None else example
     try:
+        calls = count_calls(model, {f'{id(parent)}.{name}': getattr(parent, name) for parent, name, _ in plan}, example)
+        for parent, child_name, quant_cls in plan:
+            setattr(parent, child_name, quant_cls.from_float(getattr(parent, child_name), config))
+        split = sum(
+            split_call_sites(model, getattr(parent, name), calls[f'{id(parent)}.{name}'])
+            for parent, name, _ in plan
+            if calls[f'{id(parent)}.{name}'] > 1
+        )
         tied = tie_shared_quantizers(model, example, config.unsigned_relu)
     except RuntimeError as error:  # e.g. a channel count the first layer does not show (RRDBNet's pixel-unshuffle)
         given = 'the given example' if example is not None else 'a zero image shaped after its first layer'
@@ -94,6 +104,9 @@ def quantize_model(
             f'quantize_model: {type(model).__name__} does not run on {given} ({str(error).splitlines()[0]}); pass '
             'example= (one network input, e.g. qdr_plugin.archs.basicsr_defaults.example_input(net, network_opt)).'
         ) from error
+    if split:
+        logger.info('quantize_model: %d activation quantizers of layers called several times per forward pass now '
+                    'have one quantizer per call.', split)
     logger.info('quantize_model: %d layers quantized (%d-bit weights, %d-bit activations, %s), %d quantizers tied.',
                 len(plan), config.weight_bits, config.act_bits,
                 'symmetric' if config.act_symmetric else 'asymmetric', tied)

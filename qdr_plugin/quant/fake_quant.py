@@ -44,6 +44,7 @@ from torch import nn
 from . import onnx_qdq
 
 STEP_MIN = 1e-8
+DEAD_CHANNEL_MAX = 1e-6  # a weight channel whose every |w| is below this holds nothing at 8 bits or fewer
 
 
 class _SymmetricLSQ(torch.autograd.Function):
@@ -174,9 +175,17 @@ class WeightQuantizer(FakeQuantizer):
 
     def init_from_weight(self, weight: torch.Tensor, method: str = 'max') -> None:
         """``max``: ``s_c = max|w_c| / q_max``; ``mse``: per channel, the clip in ``max|w_c| * [0.3, 1]`` with the
-        lowest quantization MSE."""
+        lowest quantization MSE.
+
+        A dead channel (every ``|w| < 1e-6``, e.g. a published network's pruned or subnormal filters) gets the
+        median step of the live channels (``1 / q_max`` if none is live): its weights round to 0 either way, and a
+        step that small has no INT8 form (its int32 bias ``b / (s_x s_w)`` would overflow).
+        """
         w = weight.detach().transpose(0, self.axis).reshape(weight.shape[self.axis], -1)
-        wmax = w.abs().amax(dim=1).clamp_min(STEP_MIN)
+        wmax = w.abs().amax(dim=1)
+        dead = wmax < DEAD_CHANNEL_MAX
+        live = wmax[~dead]
+        wmax = torch.where(dead, live.median() if live.numel() else torch.ones_like(wmax), wmax)
         if method == 'max':
             self.set_range(wmax / self.qmax)
             return

@@ -17,6 +17,7 @@ import weakref
 
 import torch
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 
 from .fake_quant import ActQuantizer
 
@@ -59,6 +60,18 @@ def example_input(model: nn.Module, size: int = 64) -> torch.Tensor | None:
     return torch.zeros(1, channels, size, size, device=first.weight.device)
 
 
+def forward_once(model: nn.Module, example: torch.Tensor, hooks: list[RemovableHandle]) -> None:
+    """One forward pass of ``model`` in eval mode on ``example``; then ``hooks`` are removed and the mode restored."""
+    was_training = model.training
+    model.eval()
+    try:
+        model(example)
+    finally:
+        for hook in hooks:
+            hook.remove()
+        model.train(was_training)
+
+
 @torch.no_grad()
 def tie_shared_quantizers(
     model: nn.Module, example: torch.Tensor | None = None, unsigned_relu: bool = False
@@ -83,16 +96,11 @@ def tie_shared_quantizers(
     for q in quantizers.values():
         q.observer = observer
     hooks = [m.register_forward_hook(observer.relu_hook) for m in model.modules() if isinstance(m, RELU_TYPES)]
-    was_training = model.training
-    model.eval()
     try:
-        model(example)
+        forward_once(model, example, hooks)
     finally:
-        for hook in hooks:
-            hook.remove()
         for q in quantizers.values():
             q.observer = None
-        model.train(was_training)
     root: dict[int, ActQuantizer] = {}
 
     def find(q: ActQuantizer) -> ActQuantizer:

@@ -175,10 +175,16 @@ def load_file(path: str, what: str, map_location: Any = 'cpu') -> Any:
 
 def state_dict_of(checkpoint: Mapping[str, Any], param_key: str | None = 'params') -> Any:
     """The state dict basicsr's ``load_network`` takes from ``checkpoint``: ``checkpoint[param_key]``, else
-    ``checkpoint['params']`` (``None`` if neither is there); the whole checkpoint for ``param_key`` ``None``."""
+    ``checkpoint['params']``, else the checkpoint itself when it is a bare state dict (every value a tensor: published
+    weights, basicsr's ``param_key_g: ~``), else ``None``; the whole checkpoint for ``param_key`` ``None``."""
     if param_key is None:
         return checkpoint
-    return checkpoint[param_key] if param_key in checkpoint else checkpoint.get('params')
+    if param_key in checkpoint:
+        return checkpoint[param_key]
+    if 'params' in checkpoint:
+        return checkpoint['params']
+    bare = checkpoint and all(isinstance(v, torch.Tensor) for v in checkpoint.values())
+    return checkpoint if bare else None
 
 
 def read_checkpoint(path: str, what: str = 'checkpoint', param_key: str | None = 'params') -> dict[str, Any]:
