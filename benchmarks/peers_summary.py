@@ -87,7 +87,7 @@ def _rows(model: str) -> list[dict[str, Any]]:
         if parity is not None and not fidelity:
             ort = next((r for r in parity['rows'] if 'onnxruntime' in r['file']), None)
             if ort is not None:
-                entry['parity'] = f'{ort["parity_psnr_db"]:.1f} ({ort["parity_max_steps"]:.0f} steps)'
+                entry['parity'] = f'{ort["parity_psnr_db"]:.1f} ({ort["parity_max_steps"]:.1f} steps)'
         table.append(entry)
     return table
 
