@@ -1,10 +1,10 @@
 """Published weights that hold subnormal floats (AOD-Net: 801 of its 1,761 weights, IAT: about a quarter).
 
 A subnormal float32 (``0 < |w| < 1.18e-38``) contributes nothing to an image (its products are below any output
-step), but every multiplication by one takes a slow microcode path on x86 CPUs: AOD-Net trains ~20x slower with
-them. :func:`flush_subnormal_on_load` makes an arch set them to 0 whenever a state dict is loaded into it, so the
-network computes the same images at full speed without the caller changing the process's floating-point mode
-(``torch.set_flush_denormal``).
+step), but every multiplication by one takes a slow microcode path on x86 CPUs: an AOD-Net QAT iteration takes 1.2 s
+with them and 0.23 s without (128 x 128 crops, batch 8, one thread). :func:`flush_subnormal_on_load` makes an arch
+set them to 0 whenever a state dict is loaded into it, so the network computes the same images at full speed
+without the caller changing the process's floating-point mode (``torch.set_flush_denormal``).
 """
 
 from __future__ import annotations
