@@ -31,6 +31,7 @@ def _imports(folder: Path) -> dict[str, set[str]]:
 @pytest.mark.parametrize(('layer', 'forbidden'), [
     ('models', ('qdr_plugin.train',)),  # the model does not import the training loop
     ('quant', ('basicsr', 'qdr_plugin.archs', 'qdr_plugin.prepare', 'qdr_plugin.models')),  # plain PyTorch
+    ('detection', ('basicsr', 'qdr_plugin.bench', 'qdr_plugin.models', 'qdr_plugin.archs')),  # no BasicSR
 ])
 def test_layer_does_not_import(layer: str, forbidden: tuple[str, ...]) -> None:
     imports = _imports(PACKAGE / layer)

@@ -1,7 +1,8 @@
 """``basicsr bench``: score models (PyTorch checkpoints and ONNX files, FP32 and INT8) on the standard sets of a
 task (denoising, super-resolution, deraining, dehazing, low light) or on datasets of the options file, with the
 protocol of docs/evaluation.md, time them, and write a table with the retention summary, JSON, CSV, plots and
-side-by-side pictures; ``--sensitivity`` adds the per-layer quantization sensitivity of one checkpoint."""
+side-by-side pictures; ``--sensitivity`` adds the per-layer quantization sensitivity of one checkpoint, ``--detect``
+the downstream detection on the clean, degraded and restored images."""
 
 from __future__ import annotations
 
@@ -15,10 +16,23 @@ from typing import Any
 import torch
 
 from qdr_plugin.deploy.options import read_options
+from qdr_plugin.detection import FastestDet
 from qdr_plugin.errors import UserError
 from qdr_plugin.quant import is_quantized
 from qdr_plugin.utils.output_paths import check_output_folder
 
+from .detection import (
+    DEFAULT_DETECTOR,
+    DETECT_COLUMNS,
+    DETECT_PICTURES,
+    DetectionCollector,
+    DetectionSettings,
+    check_detection_run,
+    detection_note,
+    detection_picture_names,
+    detection_rows,
+    write_detection_pictures,
+)
 from .models import BenchModel, load_model, parse_model_spec
 from .pictures import PICTURES, picture_names, write_pictures
 from .plots import plot_per_image_diff, plot_psnr_vs_fps, plot_sensitivity
@@ -86,6 +100,19 @@ def _parser() -> argparse.ArgumentParser:
                         help='sensitivity: suggest keep_fp32 for layers losing at least this many dB (default 0.1)')
     parser.add_argument('--calib-images', type=int, default=16,
                         help='sensitivity of an FP32 checkpoint: training crops to calibrate on (default 16)')
+    detect = parser.add_argument_group('downstream detection (docs/evaluation.md)')
+    detect.add_argument('--detect', nargs='?', const=DEFAULT_DETECTOR, type=Path, metavar='DETECTOR.onnx',
+                        help='also run a FastestDet-format ONNX detector on the clean images, the degraded inputs and '
+                        'every model\'s outputs, and score mAP against pseudo-labels from the clean images (default '
+                        'detector: ../shared/weights/FastestDet/FastestDet.onnx next to the repository)')
+    detect.add_argument('--detect-names', type=Path, metavar='FILE',
+                        help='class names, one per line (default: coco.names beside the detector)')
+    detect.add_argument('--label-score', type=float, default=DetectionSettings.label_score,
+                        help='a clean-image detection scoring at least this is a pseudo-label (default 0.5)')
+    detect.add_argument('--min-boxes', type=int, default=DetectionSettings.min_boxes,
+                        help='a set with fewer pseudo-boxes is named too small for a stable mAP (default 100)')
+    detect.add_argument('--bootstrap', type=int, default=DetectionSettings.resamples,
+                        help='image bootstrap draws for the spread of mAP@0.5 and of the gains (default 100, 0: none)')
     return parser
 
 
@@ -94,17 +121,22 @@ def _output_names(args: argparse.Namespace, sets: Sequence[BenchSet] = ()) -> li
     names = [f'bench.{suffix}' for suffix in ('json', 'csv', 'md')] + list(BENCH_PLOTS)
     if args.sensitivity is not None:
         names += [f'sensitivity.{suffix}' for suffix in ('json', 'csv', 'md', 'png')]
+    if args.detect is not None:
+        names += [f'detect.{suffix}' for suffix in ('json', 'csv', 'md')] + detection_picture_names(sets, args.pictures)
     return names + picture_names(sets, args.pictures)
 
 
 def _check_numbers(args: argparse.Namespace) -> None:
     for flag, value, low in (('--runs', args.runs, 1), ('--warmup', args.warmup, 0), ('--size', args.size, 8),
                              ('--threads', args.threads, 1), ('--calib-images', args.calib_images, 1),
-                             ('--pictures', args.pictures, 0)):
+                             ('--pictures', args.pictures, 0), ('--min-boxes', args.min_boxes, 1),
+                             ('--bootstrap', args.bootstrap, 0)):
         if value < low:
             raise ValueError(f'{flag} must be >= {low}, got {value}.')
     if args.max_images is not None and args.max_images < 1:
         raise ValueError(f'--max-images must be >= 1, got {args.max_images}.')
+    if not 0 < args.label_score <= 1:
+        raise ValueError(f'--label-score must be in (0, 1] (a detection score), got {args.label_score}.')
     if any(s < 0 for s in args.sigmas):
         raise ValueError(f'--sigmas must be >= 0 (noise std on the 0..255 scale), got {args.sigmas}.')
 
@@ -274,6 +306,36 @@ def _pictures(args: argparse.Namespace, sets: Sequence[BenchSet], models: list[B
                                                                    reference)]
 
 
+def _detector(args: argparse.Namespace, sets: Sequence[BenchSet],
+              models: list[BenchModel]) -> DetectionCollector | None:
+    """With ``--detect``: the detector, loaded and checked before any model runs, wrapped to see every output."""
+    if args.detect is None:
+        return None
+    check_detection_run(sets, models)
+    return DetectionCollector(FastestDet(args.detect, args.detect_names, args.threads))
+
+
+def _detection(args: argparse.Namespace, sets: Sequence[BenchSet], models: list[BenchModel],
+               collector: DetectionCollector, outputs: Outputs, reference: str | None, command: str) -> None:
+    settings = DetectionSettings(args.label_score, args.min_boxes, args.bootstrap)
+    print(f'scoring detection on {len(sets)} set{"s" * (len(sets) > 1)} '
+          f'({args.bootstrap} bootstrap draws) ...', file=sys.stderr, flush=True)
+    rows, summaries, views = detection_rows(sets, models, collector, reference, settings)
+    note = detection_note(summaries, reference, settings, collector.detector)
+    info = run_info(command, args.threads, detector=str(args.detect), label_score=args.label_score,
+                    min_boxes=args.min_boxes, bootstrap=args.bootstrap, reference=reference,
+                    data_root=str(args.data_root), max_images=args.max_images, sets=summaries)
+    table = markdown_table(rows, DETECT_COLUMNS)
+    paths = write_results(args.out, 'detect', rows, info, table, note)
+    names = [m.name for m in models]
+    pictures = [path for s in sets for path in write_detection_pictures(
+        args.out, s, views[s.label], names, collector, outputs, settings, args.pictures)]
+    print(f'\nDownstream detection\n\n{table}\n\n{note}')
+    print('wrote', ', '.join(str(p) for p in paths.values())
+          + (f' and {len(pictures)} picture{"s" * (len(pictures) > 1)} in {args.out / DETECT_PICTURES}' if pictures
+             else ''))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``basicsr bench``; a problem the user can fix raises :class:`~qdr_plugin.errors.UserError`
     (the ``basicsr`` command prints it as one line)."""
@@ -290,9 +352,10 @@ def main(argv: list[str] | None = None) -> None:
         sets = _bench_sets(args, opt, models)
         sensitivity_set = _sensitivity_set(sets) if sensitivity_model is not None else None
         check_output_folder(args.out, '--out', _output_names(args, sets), args.overwrite)
+        collector = _detector(args, sets, models)
         reference = args.reference or next((m.name for m in models if m.precision == 'fp32'), None)
         speeds = _speeds(args, models)
-        rows, outputs = run_benchmark(models, sets, speeds, reference, args.pictures)
+        rows, outputs = run_benchmark(models, sets, speeds, reference, args.pictures, collector)
         summary = None
         if reference is not None:
             add_retention(rows, reference)
@@ -313,6 +376,8 @@ def main(argv: list[str] | None = None) -> None:
         print('wrote', ', '.join(str(p) for p in [*paths.values(), *plots] if p is not None)
               + (f' and {len(pictures)} picture{"s" * (len(pictures) > 1)} in {args.out / PICTURES}' if pictures
                  else ''))
+        if collector is not None:
+            _detection(args, sets, models, collector, outputs, reference, command)
         if sensitivity_model is not None:
             _sensitivity(args, opt, sensitivity_model, sensitivity_set, command)
     except UserError:

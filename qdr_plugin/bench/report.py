@@ -66,7 +66,8 @@ def _format(value: Any, fmt: str) -> str:
     if fmt == 'giga':
         return f'{value / 1e9:.2f} G' if value >= 1e8 else f'{value / 1e6:.2f} M'
     text = format(value, fmt)
-    return text[1:] if isinstance(value, float) and text.startswith('-') and float(text) == 0 else text  # no -0.000
+    negative_zero = isinstance(value, float) and text.startswith('-') and float(text.rstrip('%')) == 0
+    return text[1:] if negative_zero else text  # no -0.000
 
 
 def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[Column]) -> str:

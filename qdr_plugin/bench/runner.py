@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,8 @@ from .report import GROUND_TRUTH
 Outputs = dict[tuple[str, str], list[np.ndarray]]
 """``(set label, model name)`` -> the model's first 8-bit outputs on that set (``tensor2img`` images: ``H x W`` gray
 or ``H x W x 3`` BGR)."""
+Observer = Callable[[BenchSet, str, int, np.ndarray], None]
+"""``observe(set, model name, image index, 8-bit output)``: called on every output :func:`run_benchmark` scores."""
 
 
 def check_channels(model: BenchModel, bench_set: BenchSet) -> None:
@@ -61,14 +64,22 @@ def tensor_restore(restore: Restorer, scale: int, name: str) -> Callable[[torch.
     return run
 
 
-def _keeping(run: Callable[[torch.Tensor], torch.Tensor], kept: list[np.ndarray],
-             count: int) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``run`` that also appends the 8-bit form of its first ``count`` outputs to ``kept``."""
+def _keeping(run: Callable[[torch.Tensor], torch.Tensor], kept: list[np.ndarray], count: int,
+             observe: Callable[[int, np.ndarray], None] | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``run`` that also appends the 8-bit form of its first ``count`` outputs to ``kept`` and hands every output's
+    8-bit form, with its index in the set, to ``observe``."""
+    calls = 0
 
     def call(x: torch.Tensor) -> torch.Tensor:
+        nonlocal calls
         y = run(x)
-        if len(kept) < count:
-            kept.append(tensor2img([y]))
+        if len(kept) < count or observe is not None:
+            img = tensor2img([y])
+            if len(kept) < count:
+                kept.append(img)
+            if observe is not None:
+                observe(calls, img)
+        calls += 1
         return y
 
     return call
@@ -92,11 +103,12 @@ class AgainstReference(Dataset):
 
 
 def score(restore: Restorer, bench_set: BenchSet, name: str, keep: int = 0,
-          dataset: Dataset | None = None) -> dict[str, Any]:
+          dataset: Dataset | None = None, observe: Callable[[int, np.ndarray], None] | None = None) -> dict[str, Any]:
     """Mean and per-image PSNR / SSIM of ``restore`` on ``bench_set`` (or on ``dataset``, the set's items with
-    other targets) with the set's protocol; ``outputs``: the first ``keep`` 8-bit outputs."""
+    other targets) with the set's protocol; ``outputs``: the first ``keep`` 8-bit outputs. ``observe(index,
+    output)`` sees every 8-bit output."""
     kept: list[np.ndarray] = []
-    run = _keeping(tensor_restore(restore, bench_set.scale, name), kept, keep)
+    run = _keeping(tensor_restore(restore, bench_set.scale, name), kept, keep, observe)
     scores = evaluate(run, bench_set.dataset if dataset is None else dataset, bench_set.crop_border,
                       bench_set.test_y_channel, desc=f'{name} {bench_set.name} {bench_set.setting}')
     return {**scores, 'outputs': kept}
@@ -113,12 +125,14 @@ def reference_outputs(restore: Restorer, bench_set: BenchSet, name: str) -> list
 
 def run_benchmark(
     models: Sequence[BenchModel], sets: Sequence[BenchSet], fps: dict[str, float | None],
-    reference: str | None = None, keep: int = 0,
+    reference: str | None = None, keep: int = 0, observe: Observer | None = None,
 ) -> tuple[list[dict[str, Any]], Outputs]:
     """Score every model on every set (tqdm over the pairs); ``fps`` maps model names to frames per second.
 
     ``reference``: the model whose outputs a set without ground truth is scored against (required when there is
-    such a set). Returns the rows and, per set and model, the first ``keep`` 8-bit outputs.
+    such a set). ``observe(set, model name, index, output)`` sees every 8-bit output that is scored (the downstream
+    detection collects them). Returns the rows and, per set and model, the first
+    ``keep`` 8-bit outputs.
     """
     for model in models:
         for bench_set in sets:
@@ -140,7 +154,8 @@ def run_benchmark(
                       'outputs': targets[bench_set.label][:keep]}
         else:
             dataset = None if bench_set.has_gt else AgainstReference(bench_set.dataset, targets[bench_set.label])
-            scores = score(model.restore, bench_set, model.name, keep, dataset)
+            seen = None if observe is None else partial(observe, bench_set, model.name)
+            scores = score(model.restore, bench_set, model.name, keep, dataset, seen)
         outputs[bench_set.label, model.name] = scores['outputs']
         rows.append({
             'model': model.name, 'runtime': model.runtime, 'precision': model.precision, 'path': str(model.path),
