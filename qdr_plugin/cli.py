@@ -5,7 +5,7 @@
     basicsr export -opt X.yml --ckpt model.pth --out model.onnx [--target onnxruntime|tensorrt] [--fp32]
     basicsr ptq    -opt X.yml --ckpt fp32.pth --out ptq.onnx --calib {minmax,percentile,entropy}
     basicsr infer  -opt X.yml (--ckpt model.pth | --onnx model.onnx) -i in_dir -o out_dir [--tile 256]
-    basicsr bench  [-opt X.yml] --model NAME=PATH [--model ...] [--task denoise|sr] [--datasets ...] [--sensitivity]
+    basicsr bench  [-opt X.yml] --model NAME=PATH [--model ...] [--task T] [--datasets ...] [--sensitivity] [--detect]
 
 ``train`` and ``test`` hand every flag after the sub-command to basicsr's own ``parse_options`` unchanged, with the
 plugin registered first and ``root_path`` = the current directory (``experiments/``, ``results/`` and
@@ -33,7 +33,8 @@ COMMANDS = {
     'ptq': ('post-training quantization baseline with ONNX Runtime quantize_static',
             'qdr_plugin.deploy.ptq_cli:main'),
     'infer': ('restore a folder of images with a checkpoint or an ONNX model', 'qdr_plugin.deploy.infer_cli:main'),
-    'bench': ('benchmark FP32 / INT8 models on the standard sets (PSNR, SSIM, retention, speed, sensitivity)',
+    'bench': ('benchmark FP32 / INT8 models on the standard sets (PSNR, SSIM, retention, speed, sensitivity, '
+              'downstream detection)',
               'qdr_plugin.bench.bench_cli:main'),
 }
 

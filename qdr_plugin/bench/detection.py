@@ -9,7 +9,8 @@ each version's detections (all scores down to the detector's floor) are scored a
     gain kept = gain(model) / gain(reference),      when gain(reference) > 0,
 
 the reference being the FP32 model. A set with fewer than ``min_boxes`` pseudo-boxes is named as too small for a
-stable mAP and gets no numbers; the image bootstrap (``resamples`` draws) gives the spread of each mAP@0.5 and gain.
+stable mAP and gets no numbers; the image bootstrap (``resamples`` draws) gives the spread of each mAP@0.5, of each
+gain and of each model's mAP@0.5 minus the reference's (paired: the same draws for every version).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ DETECT_COLUMNS: list[Column] = [
     ('set', 'set', ''), ('version', 'images', ''), ('precision', 'precision', ''),
     ('pseudo_boxes', 'pseudo-boxes', 'd'), ('boxes', 'boxes', 'd'), ('map50', 'mAP@0.5', '.1f'),
     ('map50_std', '± (bootstrap)', '.1f'), ('map', 'mAP@0.5:0.95', '.1f'), ('gain50', 'gain@0.5', '+.1f'),
-    ('gain50_std', '± gain', '.1f'), ('gain_kept', 'gain kept', '.1%'),
+    ('gain50_std', '± gain', '.1f'), ('gain_kept', 'gain kept', '.1%'), ('vs_reference_std', '± vs reference', '.1f'),
 ]
 
 
@@ -142,13 +143,16 @@ def _set_rows(bench_set: BenchSet, views: SetViews, models: Sequence[BenchModel]
         row = {'set': bench_set.label, 'dataset': bench_set.name, 'version': name,
                'precision': precision[name], 'images': len(bench_set.images), 'pseudo_boxes': boxes,
                'boxes': sum(len(f.above(settings.label_score)) for f in found), 'stable': stable,
-               'map50': None, 'map50_std': None, 'map': None, 'gain50': None, 'gain50_std': None, 'gain_kept': None}
+               'map50': None, 'map50_std': None, 'map': None, 'gain50': None, 'gain50_std': None, 'gain_kept': None,
+               'vs_reference_std': None}
         if stable:
             gain = scores[name].map50 - scores[DEGRADED].map50
             row.update(map50=round(scores[name].map50, 2), map50_std=_spread(draws, name),
                        map=round(scores[name].map, 2))
             if name not in (CLEAN, DEGRADED):
                 row.update(gain50=round(gain, 2), gain50_std=_spread(draws, name, DEGRADED))
+                if reference is not None and name != reference:
+                    row['vs_reference_std'] = _spread(draws, name, reference)
                 if ref_gain is not None and ref_gain > 0:
                     row['gain_kept'] = round(gain / ref_gain, 4)
         rows.append(row)
