@@ -1,5 +1,7 @@
-"""Loss-side pieces of QDR (the distances themselves are basicsr's L1Loss / MSELoss / CharbonnierLoss)."""
+"""Loss-side pieces of QDR: LMR, and the feature-distillation distances PKD and relational KD (registered in basicsr's
+LOSS_REGISTRY; the plain distances are basicsr's L1Loss / MSELoss / CharbonnierLoss)."""
 
+from .feature_kd_loss import PKDLoss, RelationalKDLoss
 from .lmr import LMR_TYPES, LearnableMagnitudeReweighting
 
-__all__ = ['LMR_TYPES', 'LearnableMagnitudeReweighting']
+__all__ = ['LMR_TYPES', 'LearnableMagnitudeReweighting', 'PKDLoss', 'RelationalKDLoss']
