@@ -34,6 +34,9 @@ class QuantConfig:
         act_symmetric: ``True``: signed ``[-2^(b-1), 2^(b-1)-1]`` with zero point 0 (TensorRT's only scheme);
             ``False``: unsigned ``[0, 2^b-1]`` with a learnable zero point.
         keep_fp32: ``fnmatch`` patterns of module names (as in ``model.named_modules()``) that stay FP32.
+        keep_first_last: the first and the last convolution / linear layer of the data flow stay FP32 (the input
+            and output layers, which see the image itself and set the output's precision); ``None`` (default):
+            kept when weights or activations have fewer than 8 bits, quantized at 8 bits.
         calibration: how activation step sizes are initialised: ``max``, ``percentile`` or ``mse``.
         percentile: the percentile of ``|x|`` used by ``percentile`` calibration.
         calib_batches: how many batches calibration looks at.
@@ -55,6 +58,7 @@ class QuantConfig:
     act_bits: int = 8
     act_symmetric: bool = True
     keep_fp32: list[str] = field(default_factory=list)
+    keep_first_last: bool | None = None
     calibration: str = 'percentile'
     percentile: float = 99.99
     calib_batches: int = 8
@@ -70,12 +74,20 @@ class QuantConfig:
             self.keep_fp32 = [self.keep_fp32]
         self.check_options({f.name: getattr(self, f.name) for f in fields(self)})
 
+    @property
+    def keeps_first_last(self) -> bool:
+        """Whether the first and last layers stay FP32: ``keep_first_last``, or by default below 8 bits."""
+        if self.keep_first_last is not None:
+            return self.keep_first_last
+        return min(self.weight_bits, self.act_bits) < 8
+
     @classmethod
     def check_options(cls, options: Mapping[str, Any] | None, path: str = 'quant') -> dict[str, Any]:
         """The rules of the ``quant:`` block; returns the constructor's keyword arguments (``bits`` expanded).
 
         Keys are the fields plus ``bits`` (sets both ``weight_bits`` and ``act_bits`` unless they are given).
-        A field given as ``~`` is refused, except ``calib_size`` (``~``: keep the training ``gt_size``). Raises
+        A field given as ``~`` is refused, except ``calib_size`` (``~``: keep the training ``gt_size``) and
+        ``keep_first_last`` (``~``: by the bit widths). Raises
         :class:`~qdr_plugin.option_rules.OptionsError` at ``<path>.<key>``.
         """
         if options is None:
@@ -135,6 +147,7 @@ _FIELD_RULES: dict[str, Callable[[Mapping[str, Any], str, str], Any]] = {
     'act_bits': _check_bits,
     'act_symmetric': _check_flag,
     'keep_fp32': _check_patterns,
+    'keep_first_last': lambda block, path, key: need_bool(block, path, key),
     'calibration': lambda block, path, key: need_choice(block, path, key, CALIBRATION_METHODS, required=True),
     'percentile': lambda block, path, key: need_number(block, path, key, minimum=50, above=True, maximum=100,
                                                        required=True, example='99.99'),
