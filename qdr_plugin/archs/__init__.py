@@ -6,7 +6,8 @@ from .aodnet_arch import AODNet
 from .dncnn_arch import DnCNN
 from .efm_arch import EFM
 from .gcanet_arch import GCANet
+from .hybridmix_arch import HybridMixUNet
 from .iat_arch import IAT
 from .prenet_arch import PReNet
 
-__all__ = ['AODNet', 'DnCNN', 'EFM', 'GCANet', 'IAT', 'PReNet', 'basicsr_defaults']
+__all__ = ['AODNet', 'DnCNN', 'EFM', 'GCANet', 'HybridMixUNet', 'IAT', 'PReNet', 'basicsr_defaults']
