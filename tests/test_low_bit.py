@@ -1,0 +1,136 @@
+"""Low-bit QAT settings and the sibling methods' training options through QDRModel and basicsr's options: first
+and last layers kept FP32 below 8 bits, the step sizes' learning rate, relational KD beside DFD, and CR-QAT's
+curriculum (stages quantized and trained in order, later stages FP32 and frozen)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from basicsr.models import build_model
+from basicsr.utils.options import parse_options
+from conftest import refusal
+from torch import nn
+
+from qdr_plugin.archs import EFM
+from qdr_plugin.models.curriculum import Curriculum
+from qdr_plugin.quant import QuantConfig, QuantConv2d, quantize_model
+from qdr_plugin.quant.fake_quant import FakeQuantizer
+
+
+def _parse(yml: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
+    monkeypatch.setattr(sys, 'argv', ['basicsr', '-opt', str(yml)])
+    opt, _ = parse_options(str(yml.parent), is_train=True)
+    Path(opt['path']['models']).mkdir(parents=True, exist_ok=True)
+    return opt
+
+
+def _kinds(net: nn.Module) -> dict[str, bool]:
+    return {name: isinstance(m, QuantConv2d) for name, m in net.named_modules() if isinstance(m, nn.Conv2d)}
+
+
+@pytest.mark.parametrize(('quant', 'kept'), [
+    ({'bits': 8}, False),
+    ({'bits': 4}, True),
+    ({'weight_bits': 4, 'act_bits': 8}, True),
+    ({'bits': 4, 'keep_first_last': False}, False),
+    ({'bits': 8, 'keep_first_last': True}, True),
+])
+def test_first_and_last_layers_stay_fp32_below_8_bits(quant: dict, kept: bool) -> None:
+    net = quantize_model(EFM(in_ch=1, width=4, depth=1), QuantConfig.from_options(quant))
+    kinds = _kinds(net)
+    assert kinds['head'] is not kept and kinds['tail'] is not kept
+    assert all(q for name, q in kinds.items() if name not in ('head', 'tail'))
+
+
+def test_keep_first_last_follows_the_data_flow_not_the_module_order() -> None:
+    class Reversed(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.last = nn.Conv2d(4, 1, 3, padding=1)
+            self.middle = nn.Conv2d(4, 4, 3, padding=1)
+            self.first = nn.Conv2d(1, 4, 3, padding=1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.last(self.middle(self.first(x)))
+
+    kinds = _kinds(quantize_model(Reversed(), QuantConfig(weight_bits=4, act_bits=4), torch.zeros(1, 1, 8, 8)))
+    assert kinds == {'last': False, 'middle': True, 'first': False}
+
+
+def test_keep_first_last_must_be_a_flag(write_options, capsys) -> None:
+    yml = write_options('flag', quant={'keep_first_last': 'yes'})
+    assert 'quant.keep_first_last: must be true or false' in refusal(['train', '-opt', str(yml)], capsys)
+
+
+def test_step_sizes_learn_at_their_own_rate(write_options, monkeypatch) -> None:
+    opt = _parse(write_options('step_lr', train={'fp32_warmup_iter': 0, 'step_lr_mult': 0.1}), monkeypatch)
+    model = build_model(opt)
+    weights, steps = model.optimizer_g.param_groups
+    assert weights['lr'] == pytest.approx(1e-3) and steps['lr'] == pytest.approx(1e-4)
+    assert steps['weight_decay'] == 0.0
+    model.opt['train']['optim_g']['lr'] = 2e-3  # a resume with a new learning rate keeps the ratio
+    model._take_learning_rate_from_options()
+    assert weights['lr'] == pytest.approx(2e-3) and steps['lr'] == pytest.approx(2e-4)
+
+
+def test_relational_kd_trains_beside_dfd(write_options, monkeypatch) -> None:
+    opt = _parse(write_options('relational', train={
+        'fp32_warmup_iter': 0, 'lmr_opt': None,
+        'dfd_opt': {'type': 'PKDLoss', 'loss_weight': 6.0, 'layer': ['encoders.0', 'bottleneck']},
+        'relational_opt': {'type': 'RelationalKDLoss', 'grid': 2, 'anchors': 'teacher'}}), monkeypatch)
+    model = build_model(opt)
+    model.feed_data({'lq': torch.rand(2, 1, 16, 16), 'gt': torch.rand(2, 1, 16, 16)})
+    model.optimize_parameters(1)
+    assert {'l_pix', 'l_dfd', 'l_rkd'} <= set(model.log_dict)
+    assert model.log_dict['l_rkd'] >= 0 and torch.isfinite(torch.tensor(model.log_dict['l_dfd']))
+
+
+def test_relational_layer_must_exist(write_options, capsys) -> None:
+    yml = write_options('rel_layer', train={'relational_opt': {'type': 'RelationalKDLoss', 'layer': 'botleneck'}})
+    message = refusal(['train', '-opt', str(yml)], capsys)
+    assert "train.relational_opt.layer: EFM has no module named 'botleneck'" in message and 'bottleneck' in message
+
+
+def test_curriculum_stage_boundaries_follow_the_budget() -> None:
+    curriculum = Curriculum({'budget': [1, 2]}, EFM(in_ch=1, width=4, depth=1))
+    stages = [curriculum.stage_at(i, 10, 40) for i in range(11, 41)]  # 30 QAT iterations after 10 FP32 ones
+    assert stages == [0] * 10 + [1] * 20
+    assert curriculum.stages == [['head', 'encoders', 'downs', 'bottleneck'], ['*']]  # the EFM's default
+
+
+def test_curriculum_quantizes_and_trains_the_stages_in_order(write_options, monkeypatch) -> None:
+    opt = _parse(write_options('curriculum', train={'fp32_warmup_iter': 0, 'total_iter': 3, 'lmr_opt': None,
+                                                    'curriculum': {'budget': [1, 2]}}), monkeypatch)
+    model = build_model(opt)
+    net = model.net_g
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    model.feed_data({'lq': torch.rand(2, 1, 16, 16), 'gt': torch.rand(2, 1, 16, 16)})
+    model.optimize_parameters(1)  # stage 1: encoder and bottleneck
+    after = net.state_dict()
+    assert not torch.equal(before['head.weight'], after['head.weight'])
+    assert not torch.equal(before['bottleneck.0.conv1.weight'], after['bottleneck.0.conv1.weight'])
+    assert torch.equal(before['tail.weight'], after['tail.weight'])
+    assert torch.equal(before['decoders.0.blocks.0.conv1.weight'], after['decoders.0.blocks.0.conv1.weight'])
+    assert not net.tail.weight.requires_grad
+    enabled = {name: q.enabled for name, q in net.named_modules() if isinstance(q, FakeQuantizer)}
+    assert all(enabled[n] for n in enabled if n.startswith(('head', 'encoders', 'bottleneck')))
+    assert not any(enabled[n] for n in enabled if n.startswith(('decoders', 'tail')))
+    model.optimize_parameters(2)  # stage 2: everything
+    assert net.tail.weight.requires_grad
+    assert all(q.enabled for q in net.modules() if isinstance(q, FakeQuantizer))
+    assert not torch.equal(before['tail.weight'], net.state_dict()['tail.weight'])
+
+
+@pytest.mark.parametrize(('curriculum', 'expected'), [
+    ({'stages': [['head']]}, 'train.curriculum.stages: must be a list of at least two lists'),
+    ({'stages': [['head'], ['tail']]}, "train.curriculum.stages: no stage holds module 'encoders.0.0.conv1'"),
+    ({'stages': [['*'], ['tail']]}, 'train.curriculum.stages: stage 2 holds no module of EFM'),
+    ({'budget': [1, 0]}, 'train.curriculum.budget: must be one positive number per stage'),
+    ({'stagse': [['*']]}, "train.curriculum.stagse: unknown key 'stagse'"),
+])
+def test_curriculum_options_are_checked_before_training(write_options, capsys, curriculum, expected) -> None:
+    yml = write_options('bad_curriculum', train={'curriculum': curriculum})
+    assert expected in refusal(['train', '-opt', str(yml)], capsys)
