@@ -134,3 +134,54 @@ def test_curriculum_quantizes_and_trains_the_stages_in_order(write_options, monk
 def test_curriculum_options_are_checked_before_training(write_options, capsys, curriculum, expected) -> None:
     yml = write_options('bad_curriculum', train={'curriculum': curriculum})
     assert expected in refusal(['train', '-opt', str(yml)], capsys)
+
+
+class _CatNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        from qdr_plugin.quant import ops
+
+        self.head = nn.Conv2d(1, 4, 3, padding=1)
+        self.body = nn.Conv2d(4, 4, 3, padding=1)
+        self.cat = ops.Concat()
+        self.tail = nn.Conv2d(8, 1, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.head(x))
+        return self.tail(self.cat(h, torch.relu(self.body(h))))
+
+
+def test_observer_scheme_observes_ranges_and_learns_none(tmp_path: Path) -> None:
+    from qdr_plugin.deploy import export_onnx
+    from qdr_plugin.quant import calibrate
+    from qdr_plugin.quant.fake_quant import OBSERVER_MOMENTUM
+    from qdr_plugin.quant.modules import QuantConcat
+
+    net = quantize_model(_CatNet(), QuantConfig(scheme='observer'), torch.zeros(1, 1, 8, 8))
+    assert _kinds(net) == {'head': False, 'body': True, 'tail': True}  # the first layer stays FP32
+    assert not isinstance(net.cat, QuantConcat)  # and every concatenation
+    calibrate(net, [torch.rand(2, 1, 8, 8)], 'max')
+    q = net.body.act_quant
+    assert not q.symmetric and (q.qmin, q.qmax) == (0, 255)
+    assert not any(p.requires_grad for n, p in net.named_parameters() if n.endswith(('step', 'zero_point')))
+    weights = net.body.weight_quant.step
+    assert torch.allclose(weights, net.body.weight.abs().max() / 127)  # one step for the whole tensor
+    low, high = float(-q.zero_point * q.step), float((255 - q.zero_point) * q.step)
+    net.train()
+    with torch.no_grad():
+        net.body.weight.mul_(2)
+    net(torch.full((1, 1, 8, 8), 5.0))  # a brighter batch widens the observed range a little
+    assert torch.allclose(net.body.weight_quant.step, net.body.weight.abs().max() / 127)
+    new_high = float(q.running_range[1])
+    assert high < new_high < high + OBSERVER_MOMENTUM * 40 and float(q.running_range[0]) == pytest.approx(low * 0.99)
+    assert float(q.step) == pytest.approx((new_high - float(q.running_range[0])) / 255, rel=1e-5)
+    net.eval()
+    export_onnx(net, tmp_path / 'observer.onnx', 1, 'onnxruntime')
+    assert (tmp_path / 'observer.onnx').stat().st_size > 0
+
+
+def test_observer_scheme_refuses_learned_or_symmetric_settings(write_options, capsys) -> None:
+    yml = write_options('observer_sym', quant={'scheme': 'observer', 'act_symmetric': True})
+    assert 'quant.act_symmetric: does not go with scheme: observer' in refusal(['train', '-opt', str(yml)], capsys)
+    yml = write_options('observer_typo', quant={'scheme': 'observe'})
+    assert 'quant.scheme: must be one of lsq, observer' in refusal(['train', '-opt', str(yml)], capsys)

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator, Mapping
 import torch
 from torch import nn
 
+from . import ops
 from .bn_fold import fold_batchnorm, foldable_batchnorms
 from .call_sites import call_order, count_calls, split_call_sites
 from .config import QuantConfig
@@ -47,8 +48,9 @@ def _kept_fp32(name: str, patterns: list[str]) -> bool:
 _WEIGHTED = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
 
 
-def _without_first_and_last(model: nn.Module, plan: list, example: torch.Tensor | None) -> list:
-    """``plan`` without the convolution / linear layers a forward pass on ``example`` calls first and last."""
+def _without_ends(model: nn.Module, plan: list, example: torch.Tensor | None, ends: tuple[str, ...]) -> list:
+    """``plan`` without the convolution / linear layers a forward pass on ``example`` calls first and / or last
+    (``ends``)."""
     weighted = {f'{id(parent)}.{name}': getattr(parent, name) for parent, name, _ in plan
                 if isinstance(getattr(parent, name), _WEIGHTED)}
     try:
@@ -57,8 +59,8 @@ def _without_first_and_last(model: nn.Module, plan: list, example: torch.Tensor 
         raise ValueError(f'quantize_model: {type(model).__name__} does not run on the example input '
                          f'({str(error).splitlines()[0]}), so its first and last layers are unknown; pass example= '
                          '(one network input).') from error
-    ends = {order[0], order[-1]} if order else set()
-    return [step for step in plan if f'{id(step[0])}.{step[1]}' not in ends]
+    kept = {order[0]: 'first' in ends, order[-1]: 'last' in ends} if order else {}
+    return [step for step in plan if not kept.get(f'{id(step[0])}.{step[1]}', False)]
 
 
 def quantize_model(
@@ -69,7 +71,8 @@ def quantize_model(
     ``Concat``) by its quantized counterpart, in place.
 
     Modules whose name matches a ``config.keep_fp32`` pattern stay float, and so do the first and the last
-    convolution / linear layer a forward pass on ``example`` calls when ``config.keeps_first_last``. A layer the
+    convolution / linear layer a forward pass on ``example`` calls, as ``config.float_ends`` says (and every
+    concatenation with ``scheme: observer``). A layer the
     network calls several times per forward pass (a recurrent stage) keeps one weight quantizer and gets one
     activation quantizer per call (:mod:`qdr_plugin.quant.call_sites`). Activation quantizers that receive the
     same tensor are then tied into one (:func:`qdr_plugin.quant.tie_shared_quantizers`, one forward pass on
@@ -96,17 +99,16 @@ def quantize_model(
         for parent_name, parent in model.named_modules()
         for child_name, child in parent.named_children()
         if type(child) in FLOAT_TO_QUANT
+        and not (config.observes and isinstance(child, ops.Concat))
         and not _kept_fp32(f'{parent_name}.{child_name}' if parent_name else child_name, config.keep_fp32)
     ]
     example = example_input(model) if example is None else example
-    if config.keeps_first_last:
-        plan = _without_first_and_last(model, plan, example)
+    if config.float_ends:
+        plan = _without_ends(model, plan, example, config.float_ends)
     if not plan:
-        raise ValueError(
-            f'quantize_model: {type(model).__name__} has no Conv2d, ConvTranspose2d or Linear layer outside '
-            f'keep_fp32={config.keep_fp32}' + (' and its first and last layers (keep_first_last)'
-                                               if config.keeps_first_last else '') + '; there is nothing to quantize.'
-        )
+        kept = f' and its {" and ".join(config.float_ends)} layer (keep_first_last)' if config.float_ends else ''
+        raise ValueError(f'quantize_model: {type(model).__name__} has no Conv2d, ConvTranspose2d or Linear layer '
+                         f'outside keep_fp32={config.keep_fp32}{kept}; there is nothing to quantize.')
     if config.fold_bn:
         fold_batchnorm(model)
     try:
