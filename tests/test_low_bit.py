@@ -7,6 +7,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from basicsr.models import build_model
@@ -185,3 +186,59 @@ def test_observer_scheme_refuses_learned_or_symmetric_settings(write_options, ca
     assert 'quant.act_symmetric: does not go with scheme: observer' in refusal(['train', '-opt', str(yml)], capsys)
     yml = write_options('observer_typo', quant={'scheme': 'observe'})
     assert 'quant.scheme: must be one of lsq, observer' in refusal(['train', '-opt', str(yml)], capsys)
+
+
+def test_pack_int4_puts_the_first_value_in_the_low_nibble() -> None:
+    from qdr_plugin.deploy.int4 import pack_int4
+
+    assert pack_int4(np.array([1, -2, 7], np.int8)) == bytes([0xE1, 0x07])
+
+
+def test_int4_weights_keep_the_numbers_and_halve_the_weights(tmp_path: Path) -> None:
+    import onnx
+    import onnxruntime as ort
+
+    from qdr_plugin.deploy import export_onnx
+    from qdr_plugin.deploy.check import check_onnx
+    from qdr_plugin.deploy.int4 import int4_weights
+    from qdr_plugin.quant import calibrate
+
+    torch.manual_seed(0)
+    files = {}
+    for bits in (4, 8):
+        net = quantize_model(EFM(in_ch=1, width=8, depth=1), QuantConfig(weight_bits=bits, act_bits=8))
+        calibrate(net, [torch.rand(1, 1, 32, 32) for _ in range(2)], 'max')
+        files[bits] = export_onnx(net.eval(), tmp_path / f'w{bits}.onnx', 1, 'onnxruntime')
+        model, converted = int4_weights(onnx.load(str(files[bits])))
+        quantized = sum(hasattr(m, 'weight_quant') for m in net.modules())
+        assert converted == (quantized if bits == 4 else 0)  # 8-bit weights do not fit and stay INT8
+        if bits == 4:
+            onnx.save(model, tmp_path / 'w4_int4.onnx')
+            assert check_onnx(tmp_path / 'w4_int4.onnx', 'onnxruntime', net).problems == []
+            int4_net = net
+    x = np.random.default_rng(0).random((1, 1, 24, 40), dtype=np.float32)
+    run = {name: ort.InferenceSession(str(tmp_path / name), providers=['CPUExecutionProvider']).run(None, {'input': x})
+           for name in ('w4.onnx', 'w4_int4.onnx')}
+    np.testing.assert_array_equal(run['w4.onnx'][0], run['w4_int4.onnx'][0])
+    weights = sum(m.weight.numel() for m in int4_net.modules() if hasattr(m, 'weight_quant'))
+    saved = (tmp_path / 'w4.onnx').stat().st_size - (tmp_path / 'w4_int4.onnx').stat().st_size
+    assert saved >= 0.45 * weights  # half a byte per weight
+
+
+def test_export_int4_needs_4_bit_weights_and_onnxruntime(write_options, capsys) -> None:
+    from qdr_plugin.cli import main
+
+    yml = write_options('w4', quant={'bits': 4, 'calibration': 'max'}, train={'total_iter': 1, 'fp32_warmup_iter': 0},
+                        val={'val_freq': 1})
+    main(['train', '-opt', str(yml)])
+    ckpt = Path('experiments/w4/models/net_g_latest.pth')
+    main(['export', '-opt', str(yml), '--ckpt', str(ckpt), '--out', 'w4.onnx', '--int4'])
+    assert 'weight tensors stored as INT4 (opset 21)' in capsys.readouterr().out
+    refused = refusal(['export', '-opt', str(yml), '--ckpt', str(ckpt), '--out', 'w4t.onnx', '--int4', '--target',
+                       'tensorrt'], capsys)
+    assert '--int4 is for --target onnxruntime' in refused
+    yml8 = write_options('w8', train={'total_iter': 1, 'fp32_warmup_iter': 0}, val={'val_freq': 1})
+    main(['train', '-opt', str(yml8)])
+    refused = refusal(['export', '-opt', str(yml8), '--ckpt', 'experiments/w8/models/net_g_latest.pth', '--out',
+                       'w8.onnx', '--int4'], capsys)
+    assert 'weights of 8 bits (quant.weight_bits: 8)' in refused
