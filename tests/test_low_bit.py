@@ -242,3 +242,16 @@ def test_export_int4_needs_4_bit_weights_and_onnxruntime(write_options, capsys) 
     refused = refusal(['export', '-opt', str(yml8), '--ckpt', 'experiments/w8/models/net_g_latest.pth', '--out',
                        'w8.onnx', '--int4'], capsys)
     assert 'weights of 8 bits (quant.weight_bits: 8)' in refused
+
+
+def test_qatie_scheme_trains_and_exports(write_options, capsys) -> None:
+    from qdr_plugin.cli import main
+
+    yml = write_options('qatie', quant={'scheme': 'observer', 'calibration': 'max'},
+                        train={'total_iter': 2, 'fp32_warmup_iter': 1, 'pixel_opt': {'type': 'QATIELoss'},
+                               'dfd_opt': None, 'lmr_opt': None}, val={'val_freq': 2})
+    main(['train', '-opt', str(yml)])
+    state = torch.load('experiments/qatie/models/net_g_latest.pth', weights_only=True)['params']
+    assert any(k.endswith('running_range') for k in state)  # the observed ranges are saved
+    main(['export', '-opt', str(yml), '--ckpt', 'experiments/qatie/models/net_g_latest.pth', '--out', 'qatie.onnx'])
+    assert 'problem' not in capsys.readouterr().out.split('qatie.onnx [onnxruntime]:')[1].splitlines()[0]
