@@ -11,9 +11,10 @@ from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
 from qdr_plugin.archs.basicsr_defaults import network_input_channels
+from qdr_plugin.models.curriculum import Curriculum
 from qdr_plugin.models.qdr_model import QDRModel
-from qdr_plugin.models.train_options import check_distill_layers
-from qdr_plugin.option_rules import OptionsError, is_int, lookup
+from qdr_plugin.models.train_options import check_distill_layers, relational_layers
+from qdr_plugin.option_rules import OptionsError, did_you_mean, is_int, lookup
 from qdr_plugin.quant.config import check_keep_fp32
 from qdr_plugin.quant.convert import REWRITES
 from qdr_plugin.quant.modules import FLOAT_TO_QUANT
@@ -57,18 +58,31 @@ def _quantizable_layers(net: nn.Module) -> list[str]:
 
 
 def check_network_built(opt: Mapping, is_train: bool, model: Any) -> None:
-    """The rules that need the network itself, built once on the ``meta`` device: ``train.dfd_opt``'s layers,
+    """The rules that need the network itself, built once on the ``meta`` device: ``train.dfd_opt``'s and
+    ``train.relational_opt``'s layers, ``train.curriculum``'s stages,
     the memory of a training step (unless ``train.memory_check: false``), ``quant.keep_fp32``'s patterns."""
     kwargs = {k: v for k, v in opt['network_g'].items() if k != 'type'}
     net = _build_on_meta(lookup(ARCH_REGISTRY, opt['network_g']['type']), kwargs)
     train = opt.get('train') or {}
     if is_train and is_qdr(model) and train.get('dfd_opt'):
         check_distill_layers(train['dfd_opt'], net)
+    if is_train and is_qdr(model) and train.get('relational_opt'):
+        _check_relational_layers(train, net)
+    if is_train and is_qdr(model) and train.get('curriculum'):
+        Curriculum(train['curriculum'], net)
     if is_train and train.get('memory_check', True) is not False:
         _check_memory(opt, net, qat=is_qdr(model))
     keep_fp32 = (opt.get('quant') or {}).get('keep_fp32')
     if is_qdr(model) and keep_fp32:
         check_keep_fp32(keep_fp32, _quantizable_layers(net))
+
+
+def _check_relational_layers(train: Mapping, net: nn.Module) -> None:
+    names = [name for name, _ in net.named_modules() if name]
+    for name in relational_layers(train['relational_opt'], train.get('dfd_opt'), net):
+        if name not in names:
+            raise OptionsError('train.relational_opt.layer', f'{type(net).__name__} has no module named {name!r}',
+                               name, did_you_mean(name, names, 0.75) or 'Use a name from model.named_modules().')
 
 
 def _training_batch(opt: Mapping, net: nn.Module) -> torch.Tensor | None:

@@ -171,6 +171,7 @@ class EFM(nn.Module):
     """
 
     dfd_layer = 'bottleneck'
+    curriculum_stages = (('head', 'encoders', 'downs', 'bottleneck'), ('*',))  # train.curriculum's default
 
     def __init__(
         self,

@@ -138,6 +138,7 @@ class HybridMixUNet(nn.Module):
     """
 
     dfd_layer = 'bottleneck'
+    curriculum_stages = (('head', 'downs', 'bottleneck'), ('*',))  # train.curriculum's default
 
     def __init__(
         self,

@@ -1,14 +1,22 @@
-"""``basicsr export``: checkpoint -> ONNX (INT8 Q/DQ with the learned step sizes, or FP32), then the checker."""
+"""``basicsr export``: checkpoint -> ONNX (INT8 Q/DQ with the learned step sizes, 4-bit weights as INT4 with
+``--int4``, or FP32), then the checker."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
+import onnx
+
+from qdr_plugin.errors import UserError
+from qdr_plugin.quant import QuantConfig
+from qdr_plugin.utils.atomic_write import atomic_write_bytes
 from qdr_plugin.utils.checkpoint import load_networks
 from qdr_plugin.utils.output_paths import check_output_file
 
 from .check import check_onnx, onnxruntime_kernel_counts
+from .int4 import INT4_OPSET, int4_weights
 from .onnx_export import OPSET, TARGETS, export_onnx
 from .options import input_channels, read_options
 
@@ -22,7 +30,29 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument('--target', choices=TARGETS, default='onnxruntime')
     parser.add_argument('--fp32', action='store_true', help='export the same network without quantization')
     parser.add_argument('--opset', type=int, default=OPSET)
+    parser.add_argument('--int4', action='store_true',
+                        help='store 4-bit weights as INT4 (ONNX opset 21; half the bytes of INT8; ONNX Runtime only, '
+                        'the convolutions still run in float)')
     return parser
+
+
+def _check_int4(args: argparse.Namespace, opt: dict) -> None:
+    if not args.int4:
+        return
+    bits = QuantConfig.from_options(opt.get('quant')).weight_bits
+    if args.fp32 or bits > 4:
+        what = 'an FP32 export' if args.fp32 else f'weights of {bits} bits (quant.weight_bits: {bits})'
+        raise UserError(f'--int4 stores 4-bit weights, and this is {what}: export a checkpoint trained with '
+                        'quant.weight_bits: 4, or leave out --int4.')
+    if args.target != 'onnxruntime':
+        raise UserError('--int4 is for --target onnxruntime: TensorRT takes INT4 only as weight-only quantization of '
+                        'GEMM / MatMul weights, not of convolutions.')
+
+
+def _store_int4(path: Path) -> None:
+    model, converted = int4_weights(onnx.load(str(path)))
+    atomic_write_bytes(path, model.SerializeToString())
+    print(f'  {converted} weight tensors stored as INT4 (opset {INT4_OPSET})')
 
 
 def _print_kernels(path) -> None:
@@ -40,8 +70,11 @@ def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     out = check_output_file(args.out, '--out', args.overwrite, {'--ckpt': args.ckpt, '-opt': args.opt}, 'model.onnx')
     opt = read_options(args.opt)
+    _check_int4(args, opt)
     student, _ = load_networks(opt['network_g'], opt.get('quant'), args.ckpt, '--ckpt')
     path = export_onnx(student, out, input_channels(opt), args.target, args.fp32, args.opset)
+    if args.int4:
+        _store_int4(Path(path))
     report = check_onnx(path, None if args.fp32 else args.target, None if args.fp32 else student)
     print(report.summary())
     if not args.fp32 and args.target == 'onnxruntime':

@@ -35,14 +35,22 @@ def graph_links(graph: onnx.GraphProto) -> tuple[dict[str, onnx.NodeProto], dict
     return producers, consumers
 
 
+def _array(tensor: onnx.TensorProto) -> np.ndarray:
+    """A tensor's values; 4-bit integers (INT4 / UINT4 weights) as int8 / uint8."""
+    values = numpy_helper.to_array(tensor)
+    if tensor.data_type in (onnx.TensorProto.INT4, onnx.TensorProto.UINT4):
+        return values.astype(np.int8 if tensor.data_type == onnx.TensorProto.INT4 else np.uint8)
+    return values
+
+
 def constant_values(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
     """Values of the graph's initializers and Constant nodes, by output name."""
-    values = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    values = {init.name: _array(init) for init in graph.initializer}
     for node in graph.node:
         if node.op_type == 'Constant':
             for attr in node.attribute:
                 if attr.name == 'value':
-                    values[node.output[0]] = numpy_helper.to_array(attr.t)
+                    values[node.output[0]] = _array(attr.t)
     return values
 
 

@@ -80,8 +80,9 @@ from qdr_plugin.utils.checkpoint import (
 )
 from qdr_plugin.utils.rng import rng_state, set_rng_state
 
+from .curriculum import Curriculum
 from .feature_capture import FeatureCapture
-from .train_options import DFD_KEYS, OPTIMIZERS, check_train_options, distill_layers
+from .train_options import DFD_KEYS, OPTIMIZERS, RELATIONAL_KEYS, check_train_options, distill_layers, relational_layers
 
 
 def _loss_from_options(options: dict, ours: tuple[str, ...]) -> nn.Module:
@@ -142,11 +143,18 @@ class QDRModel(SRModel):
         train_opt = self.opt['train']
         self.check_train_options(train_opt)
         self.fp32_warmup_iter = train_opt.get('fp32_warmup_iter') or 0
-        self.cri_dfd = self.cri_okd = self.lmr = None
+        self.cri_dfd = self.cri_okd = self.cri_rkd = self.lmr = self.curriculum = None
         if train_opt.get('dfd_opt'):
             self.cri_dfd = _loss_from_options(train_opt['dfd_opt'], DFD_KEYS)
         if train_opt.get('output_kd_opt'):
             self.cri_okd = _loss_from_options(train_opt['output_kd_opt'], ())
+        if train_opt.get('relational_opt'):
+            self.cri_rkd = _loss_from_options(train_opt['relational_opt'], RELATIONAL_KEYS)
+        if train_opt.get('curriculum'):
+            if self.opt['dist']:
+                raise UserError('train.curriculum freezes and unfreezes parameters between stages, which '
+                                'DistributedDataParallel does not allow; train with one process (no --launcher).')
+            self.curriculum = Curriculum(train_opt['curriculum'], self.get_bare_model(self.net_g))
         if train_opt.get('lmr_opt'):
             self.lmr = LearnableMagnitudeReweighting(**train_opt['lmr_opt'])
             if 'params_lmr' in self._checkpoint_extras:
@@ -178,8 +186,18 @@ class QDRModel(SRModel):
             self.capture_t = FeatureCapture(teacher, layers, 'train.dfd_opt.layer')
 
     def _distill_layers(self) -> list[str]:
+        """The layers DFD and the relational KD compare: ``dfd_opt``'s first (the bottleneck), then the others."""
+        return list(dict.fromkeys(self._dfd_layers() + self._relational_layers()))
+
+    def _dfd_layers(self) -> list[str]:
         dfd_opt = self.opt['train'].get('dfd_opt')
         return distill_layers(dfd_opt, self.get_bare_model(self.net_g)) if dfd_opt else []
+
+    def _relational_layers(self) -> list[str]:
+        train = self.opt['train']
+        if not train.get('relational_opt'):
+            return []
+        return relational_layers(train['relational_opt'], train.get('dfd_opt'), self.get_bare_model(self.net_g))
 
     def _calibration_batches(self) -> Iterator[torch.Tensor]:
         """QAT's calibration batches: ``quant.calib_batches`` training batches of crop side ``quant.calib_size``
@@ -209,7 +227,8 @@ class QDRModel(SRModel):
                     f'({cfg.calibration}).')
 
     def setup_optimizers(self) -> None:
-        """One optimizer, two groups: weights (``optim_g`` as given) and step sizes (no weight decay)."""
+        """One optimizer, two groups: weights (``optim_g`` as given) and step sizes (no weight decay, learning rate
+        ``optim_g.lr * train.step_lr_mult``)."""
         optim_opt = deepcopy(self.opt['train']['optim_g'])
         optim_type = optim_opt.pop('type')
         net = self.get_bare_model(self.net_g)
@@ -217,7 +236,8 @@ class QDRModel(SRModel):
         weights = [p for p in net.parameters() if p.requires_grad and id(p) not in steps]
         groups = [{'params': weights}]
         if steps:
-            groups.append({'params': quantizer_parameters(net), 'weight_decay': 0.0})
+            step_lr = optim_opt['lr'] * self.opt['train'].get('step_lr_mult', 1.0)
+            groups.append({'params': quantizer_parameters(net), 'weight_decay': 0.0, 'lr': step_lr})
         self.optimizer_g = self.get_optimizer(optim_type, groups, **optim_opt)
         self.optimizers.append(self.optimizer_g)
 
@@ -249,12 +269,15 @@ class QDRModel(SRModel):
         if self.net_t is None and current_iter > self.fp32_warmup_iter:
             self._start_qat(current_iter)
             self._restart_optimization(current_iter)
+        if self.curriculum is not None and self.net_t is not None:
+            self._enter_curriculum_stage(current_iter)
         self.optimizer_g.zero_grad()
         self._last_train_lq = self.lq
         self.output = self.net_g(self.lq)
         use_teacher = self.net_t is not None and self.opt['train'].get('pixel_target', 'gt') == 'teacher'
         teacher_out = None
-        if self.net_t is not None and (use_teacher or self.cri_dfd is not None or self.cri_okd is not None):
+        distilling = self.cri_dfd is not None or self.cri_okd is not None or self.cri_rkd is not None
+        if self.net_t is not None and (use_teacher or distilling):
             with torch.no_grad():
                 teacher_out = self.net_t(self.lq)
         loss_dict = OrderedDict()
@@ -280,21 +303,34 @@ class QDRModel(SRModel):
             self.lmr.step()
             self.log_dict.update(self.lmr.log_values())
 
+    def _enter_curriculum_stage(self, current_iter: int) -> None:
+        """Quantize and train the curriculum's stages up to this iteration's (:mod:`.curriculum`); logged on a
+        change."""
+        stage = self.curriculum.stage_at(current_iter, self.fp32_warmup_iter, self.opt['train']['total_iter'])
+        if self.curriculum.apply(self.get_bare_model(self.net_g), stage):
+            get_root_logger().info(f'Curriculum at iter {current_iter}: {self.curriculum.describe(stage)} and the '
+                                   'stages before it quantized and trained, the later ones FP32 and frozen.')
+
     def _distillation_loss(
         self, loss_dict: OrderedDict, teacher_out: torch.Tensor | None
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """``L_kd`` (DFD + optional decoder / output KD) and the student bottleneck, or ``(None, None)``;
         ``teacher_out`` is the teacher's output on this batch (its forward pass filled ``capture_t``)."""
-        if teacher_out is None or (self.cri_dfd is None and self.cri_okd is None):
+        if teacher_out is None or (self.cri_dfd is None and self.cri_okd is None and self.cri_rkd is None):
             return None, None
         l_kd, bottleneck = 0.0, None
+        student, teacher = (self.capture_s.pop(), self.capture_t.pop()) if self.capture_s is not None else ({}, {})
         if self.cri_dfd is not None:
-            student, teacher = self.capture_s.pop(), self.capture_t.pop()
-            layers = list(student)
+            layers = self._dfd_layers()
             bottleneck = student[layers[0]]
             l_dfd = sum(self.cri_dfd(student[name], teacher[name]) for name in layers)
             loss_dict['l_dfd'] = l_dfd
             l_kd = l_kd + l_dfd
+        if self.cri_rkd is not None:
+            layers = self._relational_layers()
+            l_rkd = self.cri_rkd([student[name] for name in layers], [teacher[name] for name in layers])
+            loss_dict['l_rkd'] = l_rkd
+            l_kd = l_kd + l_rkd
         if self.cri_okd is not None:
             l_okd = self.cri_okd(self.output, teacher_out)
             loss_dict['l_okd'] = l_okd
@@ -500,12 +536,13 @@ class QDRModel(SRModel):
         old = groups[0].get('initial_lr', groups[0]['lr'])
         if old == new:
             return
-        for group in groups:
-            group['lr'] *= new / group.get('initial_lr', group['lr'])
-            group['initial_lr'] = new
+        mults = [1.0, self.opt['train'].get('step_lr_mult', 1.0)][:len(groups)]
+        for group, mult in zip(groups, mults):
+            group['lr'] *= new * mult / group.get('initial_lr', group['lr'])
+            group['initial_lr'] = new * mult
         for scheduler in self.schedulers:
             if scheduler.optimizer is self.optimizer_g:
-                scheduler.base_lrs = [new] * len(groups)
+                scheduler.base_lrs = [new * mult for mult in mults]
                 scheduler._last_lr = [group['lr'] for group in groups]
         get_root_logger().info(f'train.optim_g.lr changed from {old:g} to {new:g} on resume: the learning rate is '
                                f'now {groups[0]["lr"]:g}, the schedule goes on from where it was.')

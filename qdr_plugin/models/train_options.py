@@ -21,6 +21,7 @@ from torch import nn
 
 from qdr_plugin.archs.basicsr_defaults import default_dfd_layer
 from qdr_plugin.losses.lmr import LearnableMagnitudeReweighting
+from qdr_plugin.models.curriculum import check_curriculum_options
 from qdr_plugin.option_rules import (
     MISSING,
     OptionsError,
@@ -36,15 +37,17 @@ from qdr_plugin.option_rules import (
     signature,
 )
 
-__all__ = ['DFD_KEYS', 'OPTIMIZERS', 'SCHEDULERS', 'TRAIN_KEYS', 'check_distill_layers', 'check_loss',
-           'check_train_options', 'distill_layers']
+__all__ = ['DFD_KEYS', 'OPTIMIZERS', 'RELATIONAL_KEYS', 'SCHEDULERS', 'TRAIN_KEYS', 'check_distill_layers',
+           'check_loss', 'check_train_options', 'distill_layers', 'relational_layers']
 
 DFD_KEYS = ('layer', 'decoder_stages', 'decoder_layers')
 """``train.dfd_opt`` keys of QDRModel's own (the others go to the basicsr loss)."""
+RELATIONAL_KEYS = ('layer',)
+"""``train.relational_opt`` keys of QDRModel's own."""
 
 TRAIN_KEYS = (
     'fp32_warmup_iter', 'total_iter', 'warmup_iter', 'optim_g', 'scheduler', 'pixel_opt', 'pixel_target', 'dfd_opt',
-    'output_kd_opt', 'lmr_opt', 'ema_decay', 'memory_check',
+    'output_kd_opt', 'relational_opt', 'lmr_opt', 'ema_decay', 'memory_check', 'step_lr_mult', 'curriculum',
 )
 """``train:`` keys QDRModel reads; an unknown key close to one of them (``dfd_otp``) is a typo."""
 
@@ -72,10 +75,10 @@ def check_train_options(train: Mapping[str, Any], path: str = 'train') -> None:
 
     ``total_iter`` (>= 0) and ``fp32_warmup_iter`` (0 to ``total_iter``; equal to it, the run is the FP32 stage
     alone, continued into QAT by resuming with a larger ``total_iter``), ``warmup_iter`` an integer, no
-    ``ema_decay`` > 0,
-    ``optim_g`` (:data:`OPTIMIZERS`, ``lr`` > 0), ``scheduler`` (:data:`SCHEDULERS`, its iteration lists),
-    ``pixel_opt`` required, ``pixel_target`` ``gt`` / ``teacher``, ``dfd_opt`` / ``output_kd_opt`` distances
-    (:func:`check_loss`), ``lmr_opt`` only with
+    ``ema_decay`` > 0, ``optim_g`` (:data:`OPTIMIZERS`, ``lr`` > 0), ``step_lr_mult`` > 0 (the step sizes'
+    learning rate over the weights'), ``scheduler`` (:data:`SCHEDULERS`, its iteration lists),
+    ``pixel_opt`` required, ``pixel_target`` ``gt`` / ``teacher``, ``dfd_opt`` / ``output_kd_opt`` /
+    ``relational_opt`` distances (:func:`check_loss`), ``curriculum`` (:mod:`.curriculum`), ``lmr_opt`` only with
     ``dfd_opt``, ``memory_check`` ``true`` / ``false`` (read by the pre-flight check only). An empty or ``~``
     ``dfd_opt`` / ``output_kd_opt`` / ``lmr_opt`` is off.
     """
@@ -87,6 +90,7 @@ def check_train_options(train: Mapping[str, Any], path: str = 'train') -> None:
     _check_iterations(train, path)
     need_bool(train, path, 'memory_check')
     _check_optimizer(train, path)
+    need_number(train, path, 'step_lr_mult', above=True, example='0.1')
     _check_scheduler(train, path)
     pixel = need_dict(train, path, 'pixel_opt', required=True,
                       example='pixel_opt: {type: L1Loss, loss_weight: 1.0}; QDRModel always uses it')
@@ -105,6 +109,13 @@ def check_train_options(train: Mapping[str, Any], path: str = 'train') -> None:
     okd = need_dict(train, path, 'output_kd_opt')
     if okd:
         check_loss(okd, f'{path}.output_kd_opt', distance=True)
+    relational = need_dict(train, path, 'relational_opt')
+    if relational:
+        check_loss(relational, f'{path}.relational_opt', ours=RELATIONAL_KEYS, distance=True)
+        _check_layers(relational, f'{path}.relational_opt', 'layer')
+    curriculum = need_dict(train, path, 'curriculum')
+    if curriculum:
+        check_curriculum_options(curriculum, f'{path}.curriculum')
     lmr = need_dict(train, path, 'lmr_opt')
     if lmr:
         if not dfd:
@@ -221,6 +232,15 @@ def distill_layers(dfd: Mapping[str, Any], net: nn.Module, path: str = 'train.df
                                'model.named_modules()), or decoder_stages: false.')
         layers += [d for d in decoder if d not in layers]
     return layers
+
+
+def relational_layers(relational: Mapping[str, Any], dfd: Mapping[str, Any] | None, net: nn.Module,
+                      path: str = 'train.relational_opt') -> list[str]:
+    """The module names ``relational_opt`` distils: its ``layer``, else DFD's first layer (the bottleneck)."""
+    layer = relational.get('layer')
+    if layer is None:
+        return distill_layers(dfd or {}, net, path)[:1]
+    return [layer] if isinstance(layer, str) else list(layer)
 
 
 def check_distill_layers(dfd: Mapping[str, Any], net: nn.Module, path: str = 'train.dfd_opt') -> None:

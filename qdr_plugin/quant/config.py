@@ -18,9 +18,10 @@ from qdr_plugin.option_rules import (
     need_number,
 )
 
-__all__ = ['CALIBRATION_METHODS', 'WEIGHT_INIT_METHODS', 'QuantConfig', 'check_keep_fp32']
+__all__ = ['CALIBRATION_METHODS', 'SCHEMES', 'WEIGHT_INIT_METHODS', 'QuantConfig', 'check_keep_fp32']
 
 CALIBRATION_METHODS = ('max', 'percentile', 'mse')
+SCHEMES = ('lsq', 'observer')
 WEIGHT_INIT_METHODS = ('max', 'mse')
 
 
@@ -34,6 +35,14 @@ class QuantConfig:
         act_symmetric: ``True``: signed ``[-2^(b-1), 2^(b-1)-1]`` with zero point 0 (TensorRT's only scheme);
             ``False``: unsigned ``[0, 2^b-1]`` with a learnable zero point.
         keep_fp32: ``fnmatch`` patterns of module names (as in ``model.named_modules()``) that stay FP32.
+        keep_first_last: the first and the last convolution / linear layer of the data flow stay FP32 (the input
+            and output layers, which see the image itself and set the output's precision); ``None`` (default):
+            kept when weights or activations have fewer than 8 bits, quantized at 8 bits (``scheme: observer``:
+            the first layer only).
+        scheme: ``lsq`` (default): learned step sizes (LSQ; LSQ+ zero points for asymmetric activations),
+            per-channel weights. ``observer``: QATIE's scheme, nothing learned: per-tensor weight steps from the
+            current ``max|W|``, asymmetric unsigned activations whose range is a moving average of the batches'
+            min / max, the first layer and every concatenation kept FP32.
         calibration: how activation step sizes are initialised: ``max``, ``percentile`` or ``mse``.
         percentile: the percentile of ``|x|`` used by ``percentile`` calibration.
         calib_batches: how many batches calibration looks at.
@@ -55,6 +64,7 @@ class QuantConfig:
     act_bits: int = 8
     act_symmetric: bool = True
     keep_fp32: list[str] = field(default_factory=list)
+    keep_first_last: bool | None = None
     calibration: str = 'percentile'
     percentile: float = 99.99
     calib_batches: int = 8
@@ -63,19 +73,39 @@ class QuantConfig:
     learn_step: bool = True
     fold_bn: bool = True
     unsigned_relu: bool = False
+    scheme: str = 'lsq'
 
     def __post_init__(self) -> None:
-        """Check every field with the rules of the ``quant:`` block (:meth:`check_options`)."""
+        """Check every field with the rules of the ``quant:`` block (:meth:`check_options`); ``scheme: observer``
+        sets asymmetric activations and fixed (observed) step sizes."""
         if isinstance(self.keep_fp32, str):
             self.keep_fp32 = [self.keep_fp32]
+        if self.scheme == 'observer':
+            self.act_symmetric, self.learn_step = False, False
         self.check_options({f.name: getattr(self, f.name) for f in fields(self)})
+
+    @property
+    def observes(self) -> bool:
+        """``scheme: observer``: ranges observed during training, not learned."""
+        return self.scheme == 'observer'
+
+    @property
+    def float_ends(self) -> tuple[str, ...]:
+        """Which ends of the data flow stay FP32: ``('first', 'last')``, ``('first',)`` or ``()`` (see
+        ``keep_first_last``)."""
+        if self.keep_first_last is False:
+            return ()
+        if self.keep_first_last or min(self.weight_bits, self.act_bits) < 8:
+            return ('first', 'last')
+        return ('first',) if self.observes else ()
 
     @classmethod
     def check_options(cls, options: Mapping[str, Any] | None, path: str = 'quant') -> dict[str, Any]:
         """The rules of the ``quant:`` block; returns the constructor's keyword arguments (``bits`` expanded).
 
         Keys are the fields plus ``bits`` (sets both ``weight_bits`` and ``act_bits`` unless they are given).
-        A field given as ``~`` is refused, except ``calib_size`` (``~``: keep the training ``gt_size``). Raises
+        A field given as ``~`` is refused, except ``calib_size`` (``~``: keep the training ``gt_size``) and
+        ``keep_first_last`` (``~``: by the bit widths). Raises
         :class:`~qdr_plugin.option_rules.OptionsError` at ``<path>.<key>``.
         """
         if options is None:
@@ -92,6 +122,11 @@ class QuantConfig:
             kwargs.setdefault('act_bits', bits)
         for key in kwargs:
             _FIELD_RULES[key](kwargs, path, key)
+        if kwargs.get('scheme') == 'observer':
+            for key in ('act_symmetric', 'learn_step', 'unsigned_relu'):
+                if kwargs.get(key):
+                    raise OptionsError(join(path, key), 'does not go with scheme: observer (unsigned asymmetric '
+                                       'activations, ranges observed, not learned)', kwargs[key], f'Remove {key}.')
         return kwargs
 
     @classmethod
@@ -135,6 +170,7 @@ _FIELD_RULES: dict[str, Callable[[Mapping[str, Any], str, str], Any]] = {
     'act_bits': _check_bits,
     'act_symmetric': _check_flag,
     'keep_fp32': _check_patterns,
+    'keep_first_last': lambda block, path, key: need_bool(block, path, key),
     'calibration': lambda block, path, key: need_choice(block, path, key, CALIBRATION_METHODS, required=True),
     'percentile': lambda block, path, key: need_number(block, path, key, minimum=50, above=True, maximum=100,
                                                        required=True, example='99.99'),
@@ -144,5 +180,6 @@ _FIELD_RULES: dict[str, Callable[[Mapping[str, Any], str, str], Any]] = {
     'learn_step': _check_flag,
     'fold_bn': _check_flag,
     'unsigned_relu': _check_flag,
+    'scheme': lambda block, path, key: need_choice(block, path, key, SCHEMES, required=True),
 }
 """The rule of each field: ``rule(block, path, key)`` raises :class:`OptionsError` at ``<path>.<key>``."""

@@ -9,8 +9,9 @@ from collections.abc import Callable, Iterator, Mapping
 import torch
 from torch import nn
 
+from . import ops
 from .bn_fold import fold_batchnorm, foldable_batchnorms
-from .call_sites import count_calls, split_call_sites
+from .call_sites import call_order, count_calls, split_call_sites
 from .config import QuantConfig
 from .fake_quant import STEP_MIN, FakeQuantizer
 from .modules import FLOAT_TO_QUANT
@@ -44,6 +45,24 @@ def _kept_fp32(name: str, patterns: list[str]) -> bool:
     return any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
+_WEIGHTED = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
+
+
+def _without_ends(model: nn.Module, plan: list, example: torch.Tensor | None, ends: tuple[str, ...]) -> list:
+    """``plan`` without the convolution / linear layers a forward pass on ``example`` calls first and / or last
+    (``ends``)."""
+    weighted = {f'{id(parent)}.{name}': getattr(parent, name) for parent, name, _ in plan
+                if isinstance(getattr(parent, name), _WEIGHTED)}
+    try:
+        order = call_order(model, weighted, example)
+    except RuntimeError as error:
+        raise ValueError(f'quantize_model: {type(model).__name__} does not run on the example input '
+                         f'({str(error).splitlines()[0]}), so its first and last layers are unknown; pass example= '
+                         '(one network input).') from error
+    kept = {order[0]: 'first' in ends, order[-1]: 'last' in ends} if order else {}
+    return [step for step in plan if not kept.get(f'{id(step[0])}.{step[1]}', False)]
+
+
 def quantize_model(
     model: nn.Module, config: QuantConfig | None = None, example: torch.Tensor | None = None
 ) -> nn.Module:
@@ -51,9 +70,11 @@ def quantize_model(
     ``ConvTranspose2d`` / ``Linear`` and every :mod:`qdr_plugin.quant.ops` point (``Add``, ``Sub``, ``Mul``,
     ``Concat``) by its quantized counterpart, in place.
 
-    Modules whose name matches a ``config.keep_fp32`` pattern stay float. A layer the network calls several times per
-    forward pass (a recurrent stage) keeps one weight quantizer and gets one activation quantizer per call
-    (:mod:`qdr_plugin.quant.call_sites`). Activation quantizers that receive the
+    Modules whose name matches a ``config.keep_fp32`` pattern stay float, and so do the first and the last
+    convolution / linear layer a forward pass on ``example`` calls, as ``config.float_ends`` says (and every
+    concatenation with ``scheme: observer``). A layer the
+    network calls several times per forward pass (a recurrent stage) keeps one weight quantizer and gets one
+    activation quantizer per call (:mod:`qdr_plugin.quant.call_sites`). Activation quantizers that receive the
     same tensor are then tied into one (:func:`qdr_plugin.quant.tie_shared_quantizers`, one forward pass on
     ``example``, by default a zero image when the network starts with a Conv2d). Weight step sizes are initialised
     here; activation step sizes need :func:`qdr_plugin.quant.calibrate` (or a checkpoint). Returns ``model``.
@@ -78,16 +99,18 @@ def quantize_model(
         for parent_name, parent in model.named_modules()
         for child_name, child in parent.named_children()
         if type(child) in FLOAT_TO_QUANT
+        and not (config.observes and isinstance(child, ops.Concat))
         and not _kept_fp32(f'{parent_name}.{child_name}' if parent_name else child_name, config.keep_fp32)
     ]
+    example = example_input(model) if example is None else example
+    if config.float_ends:
+        plan = _without_ends(model, plan, example, config.float_ends)
     if not plan:
-        raise ValueError(
-            f'quantize_model: {type(model).__name__} has no Conv2d, ConvTranspose2d or Linear layer outside '
-            f'keep_fp32={config.keep_fp32}; there is nothing to quantize.'
-        )
+        kept = f' and its {" and ".join(config.float_ends)} layer (keep_first_last)' if config.float_ends else ''
+        raise ValueError(f'quantize_model: {type(model).__name__} has no Conv2d, ConvTranspose2d or Linear layer '
+                         f'outside keep_fp32={config.keep_fp32}{kept}; there is nothing to quantize.')
     if config.fold_bn:
         fold_batchnorm(model)
-    example = example_input(model) if example is None else example
     try:
         calls = count_calls(model, {f'{id(parent)}.{name}': getattr(parent, name) for parent, name, _ in plan}, example)
         for parent, child_name, quant_cls in plan:

@@ -166,12 +166,23 @@ class FakeQuantizer(nn.Module):
         return f'bits={self.bits}, {kind}, range=[{self.qmin}, {self.qmax}], channels={self.step.numel()}'
 
 
-class WeightQuantizer(FakeQuantizer):
-    """Per-output-channel, symmetric, narrow-range weight quantizer; ``axis`` is the output-channel axis."""
+OBSERVER_MOMENTUM = 0.01
+"""``quant.scheme: observer``: weight of the newest batch in an activation quantizer's moving-average min / max."""
 
-    def __init__(self, bits: int, channels: int, axis: int = 0, learn: bool = True):
-        super().__init__(bits, signed=True, narrow=True, channels=channels, learn=learn, asymmetric=False)
+
+class WeightQuantizer(FakeQuantizer):
+    """Per-output-channel, symmetric, narrow-range weight quantizer; ``axis`` is the output-channel axis.
+
+    ``observe`` (``quant.scheme: observer``): one step for the whole tensor, ``s = max|W| / q_max``, recomputed from
+    the current weights at every training forward pass (a min / max observer, not learned); it is stored once per
+    channel, so the export is the same per-axis ``DequantizeLinear`` with equal scales.
+    """
+
+    def __init__(self, bits: int, channels: int, axis: int = 0, learn: bool = True, observe: bool = False):
+        super().__init__(bits, signed=True, narrow=True, channels=channels, learn=learn and not observe,
+                         asymmetric=False)
         self.axis = axis
+        self.observe = observe
 
     def init_from_weight(self, weight: torch.Tensor, method: str = 'max') -> None:
         """``max``: ``s_c = max|w_c| / q_max``; ``mse``: per channel, the clip in ``max|w_c| * [0.3, 1]`` with the
@@ -181,6 +192,9 @@ class WeightQuantizer(FakeQuantizer):
         median step of the live channels (``1 / q_max`` if none is live): its weights round to 0 either way, and a
         step that small has no INT8 form (its int32 bias ``b / (s_x s_w)`` would overflow).
         """
+        if self.observe:
+            self.set_range(weight.detach().abs().amax().clamp_min(DEAD_CHANNEL_MAX).expand_as(self.step) / self.qmax)
+            return
         w = weight.detach().transpose(0, self.axis).reshape(weight.shape[self.axis], -1)
         wmax = w.abs().amax(dim=1)
         dead = wmax < DEAD_CHANNEL_MAX
@@ -199,7 +213,7 @@ class WeightQuantizer(FakeQuantizer):
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         if not self.enabled:
             return weight
-        if not bool(self.initialized):
+        if not bool(self.initialized) or (self.observe and self.training):
             self.init_from_weight(weight)
         return self.quantize(weight)
 
@@ -213,12 +227,35 @@ class ActQuantizer(FakeQuantizer):
     does too: one QuantizeLinear per tensor, its DequantizeLinear feeding every consumer.
 
     While ``observer`` is set (calibration, tying) it passes ``x`` through unchanged and reports it to the observer.
+
+    ``observe`` (``quant.scheme: observer``): the range is a moving average of the batches' min and max, updated at
+    every training forward pass before quantizing (``m <- (1 - c) m + c min(x)``, the same for the max, ``c`` =
+    :data:`OBSERVER_MOMENTUM`; starting from the calibrated range), and the step and zero point follow from it:
+    ``s = (M - m) / (q_max - q_min)``, ``z = round(q_min - m / s)``; nothing is learned.
     """
 
-    def __init__(self, bits: int, symmetric: bool = True, learn: bool = True):
-        super().__init__(bits, signed=symmetric, narrow=False, channels=1, learn=learn, asymmetric=not symmetric)
+    def __init__(self, bits: int, symmetric: bool = True, learn: bool = True, observe: bool = False):
+        super().__init__(bits, signed=symmetric, narrow=False, channels=1, learn=learn and not observe,
+                         asymmetric=not symmetric)
         self.observer = None
         self._last: tuple[weakref.ref, int, weakref.ref] | None = None
+        self.observe = observe
+        if observe:
+            self.register_buffer('running_range', torch.full((2,), float('nan')))
+
+    @torch.no_grad()
+    def _update_range(self, x: torch.Tensor) -> None:
+        """One moving-average step of the observed range, then the step and zero point it gives."""
+        step, zero = float(self.step), float(self.zero_point) if not self.symmetric else 0.0
+        if torch.isnan(self.running_range).any():  # start from the calibrated range
+            self.running_range.copy_(torch.tensor([(self.qmin - zero) * step, (self.qmax - zero) * step]))
+        batch = torch.stack([x.detach().min().clamp_max(0), x.detach().max().clamp_min(0)]).to(self.running_range)
+        self.running_range.lerp_(batch, OBSERVER_MOMENTUM)
+        low, high = self.running_range.tolist()
+        new_step = max((high - low) / (self.qmax - self.qmin), STEP_MIN)
+        zero_point = None if self.symmetric else torch.tensor(round(self.qmin - low / new_step)).clamp(self.qmin,
+                                                                                                       self.qmax)
+        self.set_range(torch.tensor(new_step), zero_point)
 
     def use_unsigned_grid(self) -> None:
         """Quantize to ``[0, 2^b - 1]`` with zero point 0 (for inputs that are never negative, e.g. ReLU outputs)."""
@@ -243,6 +280,8 @@ class ActQuantizer(FakeQuantizer):
                 'An activation quantizer was used before calibration. Run qdr_plugin.quant.calibrate(model, batches) '
                 'after quantize_model, or load a checkpoint of a quantized network.'
             )
+        if self.observe and self.training:
+            self._update_range(x)
         y = self.quantize(x)
         self._last = (weakref.ref(x), x._version, weakref.ref(y))
         return y

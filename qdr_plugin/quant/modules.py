@@ -18,7 +18,13 @@ from .fake_quant import ActQuantizer, WeightQuantizer
 
 
 def _act_quantizer(cfg: QuantConfig) -> ActQuantizer:
-    return ActQuantizer(cfg.act_bits, symmetric=cfg.act_symmetric, learn=cfg.learn_step)
+    return ActQuantizer(cfg.act_bits, symmetric=cfg.act_symmetric, learn=cfg.learn_step, observe=cfg.observes)
+
+
+def _weight_quantizer(cfg: QuantConfig, weight: torch.Tensor, channels: int, axis: int) -> WeightQuantizer:
+    quantizer = WeightQuantizer(cfg.weight_bits, channels, axis=axis, learn=cfg.learn_step, observe=cfg.observes)
+    quantizer.init_from_weight(weight, cfg.weight_init)
+    return quantizer
 
 
 def _adopt_parameters(new: nn.Module, old: nn.Module) -> None:
@@ -37,8 +43,7 @@ class QuantConv2d(nn.Conv2d):
         )
         _adopt_parameters(new, conv)
         new.act_quant = _act_quantizer(cfg)
-        new.weight_quant = WeightQuantizer(cfg.weight_bits, conv.out_channels, axis=0, learn=cfg.learn_step)
-        new.weight_quant.init_from_weight(conv.weight, cfg.weight_init)
+        new.weight_quant = _weight_quantizer(cfg, conv.weight, conv.out_channels, axis=0)
         return new
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -58,8 +63,7 @@ class QuantConvTranspose2d(nn.ConvTranspose2d):
         )
         _adopt_parameters(new, conv)
         new.act_quant = _act_quantizer(cfg)
-        new.weight_quant = WeightQuantizer(cfg.weight_bits, conv.out_channels, axis=1, learn=cfg.learn_step)
-        new.weight_quant.init_from_weight(conv.weight, cfg.weight_init)
+        new.weight_quant = _weight_quantizer(cfg, conv.weight, conv.out_channels, axis=1)
         return new
 
     def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
@@ -80,8 +84,7 @@ class QuantLinear(nn.Linear):
         new = cls(linear.in_features, linear.out_features, linear.bias is not None, device=linear.weight.device)
         _adopt_parameters(new, linear)
         new.act_quant = _act_quantizer(cfg)
-        new.weight_quant = WeightQuantizer(cfg.weight_bits, linear.out_features, axis=0, learn=cfg.learn_step)
-        new.weight_quant.init_from_weight(linear.weight, cfg.weight_init)
+        new.weight_quant = _weight_quantizer(cfg, linear.weight, linear.out_features, axis=0)
         return new
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
