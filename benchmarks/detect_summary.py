@@ -52,7 +52,10 @@ def _verdict(stable: bool, fp32: dict[str, Any], int8: dict[str, Any]) -> str:
         return 'too few pseudo-boxes for a stable mAP'
     if fp32['gain50'] <= 0:
         return 'restoration does not help the detector'
-    return 'yes' if int8['gain_kept'] >= KEPT_TARGET else 'no'
+    kept = 'yes' if int8['gain_kept'] >= KEPT_TARGET else 'no'
+    if fp32['gain50_std'] is not None and fp32['gain50'] < 2 * fp32['gain50_std']:
+        return f'{kept}, but the FP32 gain is within 2 std of zero (no measurable help)'
+    return kept
 
 
 def _row(restorer: str, payload: dict[str, Any]) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 # QAT"): one FP32 start (the FP32 stage of options/qdr_denoise_bsd68.yml), then per setting (W8A8, W4A8, W4A4) every
 # method with the same data, budget (1000 iterations) and seed; W4A4 with seeds 0, 1, 2. Each run is scored on all of
 # BSD68 (fake-quant INT8 and its FP32 teacher) by benchmarks/qat_ablation.py.
-#   bash benchmarks/low_bit.sh [w8a8] [w4a8] [w4a4]      (default: all three)
+#   bash benchmarks/low_bit.sh [w8a8] [w4a8] [w4a4]      (default: all three; seed 0 of each in this order first)
 # Resumable run by run: a run with a score is skipped, a run with a final checkpoint is only scored, an interrupted run
 # resumes from its last training state (--auto_resume). Writes experiments/low_bit_<setting>_<method>_s<seed>/ and
 # benchmarks/results/low_bit/<run>.json; python benchmarks/low_bit_summary.py makes the tables.
@@ -20,16 +20,15 @@ if [ ! -f "$teacher" ]; then  # the FP32 stage alone: 4000 iterations, as qdr_de
   basicsr train -opt options/qdr_denoise_bsd68.yml --auto_resume \
     --force_yml name=low_bit_bsd68_fp32 train:total_iter=4000
 fi
-runs=()
-for setting in "${settings[@]}"; do
-  case "$setting" in
-    w8a8) seeds=(0) ;;
-    w4a8) seeds=(0) ;;
-    w4a4) seeds=(0 1 2) ;;
-    *) echo "unknown setting '$setting': choose from w8a8, w4a8, w4a4" >&2; exit 2 ;;
-  esac
-  for method in "${methods[@]}"; do
-    for seed in "${seeds[@]}"; do runs+=("$setting:$method:$seed"); done
+runs=()  # seed 0 of every setting first (in the order given), then W4A4's seeds 1 and 2
+for seed in 0 1 2; do
+  for setting in "${settings[@]}"; do
+    case "$setting" in
+      w8a8|w4a8) [ "$seed" -eq 0 ] || continue ;;
+      w4a4) ;;
+      *) echo "unknown setting '$setting': choose from w8a8, w4a8, w4a4" >&2; exit 2 ;;
+    esac
+    for method in "${methods[@]}"; do runs+=("$setting:$method:$seed"); done
   done
 done
 mkdir -p benchmarks/results/low_bit

@@ -135,9 +135,10 @@ def _set_rows(bench_set: BenchSet, views: SetViews, models: Sequence[BenchModel]
     scores = {name: coco_map(labels, found, views.sizes, count) for name, found in versions.items()} if stable else {}
     draws = (bootstrap_map50(labels, versions, views.sizes, count, settings.resamples)
              if stable and settings.resamples else {})
-    ref_gain = None
+    ref_gain = ref_gain_std = None
     if stable and reference is not None:
         ref_gain = scores[reference].map50 - scores[DEGRADED].map50
+        ref_gain_std = _spread(draws, reference, DEGRADED)
     rows = []
     for name, found in versions.items():
         row = {'set': bench_set.label, 'dataset': bench_set.name, 'version': name,
@@ -159,7 +160,8 @@ def _set_rows(bench_set: BenchSet, views: SetViews, models: Sequence[BenchModel]
     summary = {'set': bench_set.label, 'images': len(bench_set.images),
                'pseudo_boxes': boxes, 'class_count': len(present),
                'classes': sorted(collector.detector.names[c] for c in present), 'stable': stable,
-               'reference_gain50': None if ref_gain is None else round(ref_gain, 2)}
+               'reference_gain50': None if ref_gain is None else round(ref_gain, 2),
+               'reference_gain50_std': ref_gain_std}
     return rows, summary
 
 
@@ -198,6 +200,10 @@ def detection_note(summaries: Sequence[dict[str, Any]], reference: str | None, s
         elif s['reference_gain50'] is not None and s['reference_gain50'] <= 0:
             lines.append(f'{where}: restoration by {reference} does not help the detector here '
                          f'(gain {s["reference_gain50"]:+.1f} mAP@0.5); no gain kept is reported.')
+        elif s['reference_gain50_std'] is not None and s['reference_gain50'] < 2 * s['reference_gain50_std']:
+            lines.append(f'{where}: the gain of {reference} ({s["reference_gain50"]:+.1f} ± '
+                         f'{s["reference_gain50_std"]:.1f} mAP@0.5) is within two bootstrap standard deviations of '
+                         'zero: not a measurable help to the detector, and the gain kept is a ratio of noise.')
         else:
             lines.append(f'{where}.')
     return '\n\n'.join(lines)
