@@ -21,7 +21,7 @@ from basicsr.data import build_dataset
 
 from qdr_plugin.bench.report import command_line, markdown_table, run_info, write_results
 from qdr_plugin.deploy.options import read_options
-from qdr_plugin.utils.checkpoint import load_networks
+from qdr_plugin.utils.checkpoint import RECORD_KEY, load_networks, read_checkpoint
 from qdr_plugin.utils.evaluation import evaluate
 
 RESULTS_DIR = Path(__file__).resolve().parent / 'results'
@@ -38,6 +38,13 @@ def _options_file(experiment: Path) -> Path:
     return files[0]
 
 
+def _trained_options(checkpoint: Path, opt: dict) -> tuple[dict, dict | None]:
+    """The ``network_g`` and ``quant`` a checkpoint records (a run started with ``--force_yml`` overrides has them
+    only there: basicsr copies the options file as written), else the options file's."""
+    record = read_checkpoint(str(checkpoint)).get(RECORD_KEY) or {}
+    return record.get('network_g') or opt['network_g'], record.get('quant') or opt.get('quant')
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('experiments', nargs='+', help='experiment names under experiments/')
@@ -51,7 +58,9 @@ def main() -> None:
         opt = read_options(_options_file(folder))
         val_opt = next(v for k, v in opt['datasets'].items() if k.startswith('val'))
         dataset = build_dataset(val_opt)
-        student, teacher = load_networks(opt['network_g'], opt.get('quant'), str(folder / 'models' / args.checkpoint))
+        checkpoint = folder / 'models' / args.checkpoint
+        network_opt, quant_opt = _trained_options(checkpoint, opt)
+        student, teacher = load_networks(network_opt, quant_opt, str(checkpoint))
         int8 = evaluate(student, dataset, desc=f'{name} int8')
         teacher_key = opt['path'].get('pretrain_network_g') or name  # ablations share one FP32 start: score it once
         if teacher_key not in teacher_scores:
