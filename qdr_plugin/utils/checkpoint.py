@@ -35,7 +35,8 @@ __all__ = [
 RECORD_KEY = 'options'
 """The checkpoint key of the training record (beside ``params``)."""
 
-GRID_FIELDS = ('weight_bits', 'act_bits', 'act_symmetric', 'unsigned_relu', 'keep_fp32', 'fold_bn')
+GRID_FIELDS = ('weight_bits', 'act_bits', 'act_symmetric', 'unsigned_relu', 'keep_fp32', 'keep_first_last', 'fold_bn',
+               'scheme')
 """The ``quant`` fields that give a quantized checkpoint's step sizes and weights their meaning."""
 
 FINE_TUNABLE_FIELDS = ('unsigned_relu',)
