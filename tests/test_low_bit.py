@@ -255,3 +255,23 @@ def test_qatie_scheme_trains_and_exports(write_options, capsys) -> None:
     assert any(k.endswith('running_range') for k in state)  # the observed ranges are saved
     main(['export', '-opt', str(yml), '--ckpt', 'experiments/qatie/models/net_g_latest.pth', '--out', 'qatie.onnx'])
     assert 'problem' not in capsys.readouterr().out.split('qatie.onnx [onnxruntime]:')[1].splitlines()[0]
+
+
+@pytest.mark.parametrize('symmetric', [True, False])
+def test_4_bit_activations_export_exactly(tmp_path: Path, symmetric: bool) -> None:
+    import onnxruntime as ort
+
+    from qdr_plugin.deploy import export_onnx
+    from qdr_plugin.quant import calibrate
+
+    torch.manual_seed(0)
+    net = quantize_model(EFM(in_ch=1, width=8, depth=2), QuantConfig(weight_bits=4, act_bits=4,
+                                                                      act_symmetric=symmetric))
+    calibrate(net, [torch.rand(1, 1, 32, 32) for _ in range(3)], 'max')
+    path = export_onnx(net.eval(), tmp_path / 'a4.onnx', 1, 'onnxruntime')
+    x = torch.rand(1, 1, 40, 48)
+    with torch.no_grad():
+        expected = net(x).clamp(0, 1).numpy()
+    session = ort.InferenceSession(str(path), providers=['CPUExecutionProvider'])  # all graph optimizations on
+    got = np.clip(session.run(None, {'input': x.numpy()})[0], 0, 1)
+    assert np.abs(got - expected).max() * 255 < 0.5  # the 4-bit grid survives ONNX Runtime's optimizer

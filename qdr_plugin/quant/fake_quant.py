@@ -154,7 +154,7 @@ class FakeQuantizer(nn.Module):
             return onnx_qdq.export_weight(*self.onnx_weight, self.axis)
         zero = 0 if self.symmetric else int(torch.round(self.zero_point.detach()).item())
         if self.onnx_dtype == 'uint8' and self.qmin < 0:  # signed grid shifted into uint8: same numbers
-            return onnx_qdq.export_activation(x, float(step), zero + 128, 0, 255, 'uint8')
+            return onnx_qdq.export_activation(x, float(step), zero + 128, self.qmin + 128, self.qmax + 128, 'uint8')
         if self.onnx_dtype == 'int8' and self.qmin >= 0:  # an unsigned grid has no exact int8 form
             raise ValueError(f'an unsigned [{self.qmin}, {self.qmax}] quantizer cannot be exported as int8; '
                              'train with quant.act_symmetric: true and quant.unsigned_relu: false for TensorRT.')

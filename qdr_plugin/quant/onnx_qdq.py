@@ -17,13 +17,17 @@ ONNX_DTYPES = {'int8': torch.int8, 'uint8': torch.uint8}
 
 class _ActivationQDQ(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, scale, zero_point, qmin, qmax):
+    def forward(ctx, x, scale, zero_point, qmin, qmax, bounds):
         q = torch.clamp(torch.round(x / scale) + zero_point.to(torch.float32), qmin, qmax)
         return (q - zero_point.to(torch.float32)) * scale
 
     @staticmethod
-    def symbolic(g, x, scale, zero_point, qmin, qmax):
-        return g.op('DequantizeLinear', g.op('QuantizeLinear', x, scale, zero_point), scale, zero_point)
+    def symbolic(g, x, scale, zero_point, qmin, qmax, bounds):
+        y = g.op('DequantizeLinear', g.op('QuantizeLinear', x, scale, zero_point), scale, zero_point)
+        if bounds is not None:  # a grid narrower than the integer type: QuantizeLinear alone would not saturate
+            low, high = (g.op('Constant', value_t=torch.tensor(b, dtype=torch.float32)) for b in bounds)
+            y = g.op('Clip', y, low, high)
+        return y
 
 
 class _WeightDQ(torch.autograd.Function):
@@ -39,10 +43,19 @@ class _WeightDQ(torch.autograd.Function):
 
 
 def export_activation(x: torch.Tensor, step: float, zero_point: int, qmin: int, qmax: int, dtype: str) -> torch.Tensor:
-    """``x`` fake-quantized as ONNX QuantizeLinear -> DequantizeLinear (``qmin``/``qmax`` in the ONNX type)."""
+    """``x`` fake-quantized as ONNX QuantizeLinear -> DequantizeLinear (``qmin``/``qmax`` in the ONNX type). A grid
+    narrower than the type (fewer than 8 bits) gets a ``Clip((qmin - z) s, (qmax - z) s)`` after the
+    DequantizeLinear: QuantizeLinear saturates only at the type's limits, and the clip of the dequantized values
+    gives exactly the grid's numbers. (A Clip before the QuantizeLinear computes the same, but ONNX Runtime's
+    optimizer folds it away.) The clip keeps ONNX Runtime from fusing the dequantized value into an integer kernel:
+    below 8 bits the file is exact, not fast."""
     scale = torch.tensor(step, dtype=torch.float32)
     zero = torch.tensor(zero_point, dtype=ONNX_DTYPES[dtype])
-    return _ActivationQDQ.apply(x, scale, zero, qmin, qmax)
+    info = torch.iinfo(ONNX_DTYPES[dtype])
+    bounds = None
+    if (qmin, qmax) != (info.min, info.max):
+        bounds = ((qmin - zero_point) * step, (qmax - zero_point) * step)
+    return _ActivationQDQ.apply(x, scale, zero, qmin, qmax, bounds)
 
 
 def integer_weight(weight: torch.Tensor, step: torch.Tensor, qmin: int, qmax: int, axis: int) -> torch.Tensor:
