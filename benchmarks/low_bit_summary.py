@@ -89,7 +89,7 @@ def main() -> None:
     rows = [row for table in tables.values() for row in table]
     text = '\n\n'.join(f'### {setting.upper()}\n\n{markdown_table(table, COLUMNS)}'
                        for setting, table in tables.items() if table)
-    note = ('PSNR of the fake-quant INT8 network on all 68 BSD68 images (sigma 25), mean ± standard deviation over '
+    note = ('PSNR of the fake-quantized network on all 68 BSD68 images (sigma 25), mean ± standard deviation over '
             'the seeds; * marks a difference from plain QAT larger than two standard deviations of that difference.')
     info = run_info(command_line(), 1, runs=len([r for r in rows if 'key' in r]))
     paths = write_results(RESULTS_DIR, 'low_bit_summary', rows, info, text or '(no runs yet)', note)
