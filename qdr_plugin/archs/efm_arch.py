@@ -45,13 +45,17 @@ from qdr_plugin.option_rules import OptionsError, is_number, need_bool, need_cho
 from qdr_plugin.quant.ops import Add, Mul
 from qdr_plugin.registry import register
 
+ACTS = ('relu', 'lrelu')
+"""``act`` of the U-Nets: ``nn.ReLU`` or ``nn.LeakyReLU`` with slope 0.1."""
 
-def _act(kind: str) -> nn.Module:
+
+def activation(kind: str, arch: str = 'EFM') -> nn.Module:
+    """The activation ``act`` names (:data:`ACTS`); ``ValueError`` naming ``arch`` otherwise."""
     if kind == 'relu':
         return nn.ReLU(inplace=True)
     if kind == 'lrelu':
         return nn.LeakyReLU(0.1, inplace=True)
-    raise ValueError(f"EFM: act must be 'relu' or 'lrelu', got {kind!r}.")
+    raise ValueError(f"{arch}: act must be 'relu' or 'lrelu', got {kind!r}.")
 
 
 class LDG(nn.Module):
@@ -68,7 +72,7 @@ class LDG(nn.Module):
             raise ValueError(f"EFM: ldg_mode must be 'residual' or 'multiply', got {mode!r}.")
         self.mode = mode
         self.dwconv = nn.Conv2d(channels, channels, 3, padding=1, groups=channels)
-        self.act = _act(act)
+        self.act = activation(act)
         self.proj = nn.Conv2d(channels, 1, 1)
         nn.init.constant_(self.proj.bias, bias_init)
         self.offset = 1.0 if mode == 'residual' else 0.0
@@ -85,7 +89,7 @@ class ResBlock(nn.Module):
     def __init__(self, channels: int, act: str, ldg: bool, ldg_mode: str, ldg_bias_init: float):
         super().__init__()
         self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
-        self.act = _act(act)
+        self.act = activation(act)
         self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
         self.ldg = LDG(channels, act, ldg_mode, ldg_bias_init) if ldg else nn.Identity()
         self.add = Add()
@@ -104,9 +108,9 @@ class Down(nn.Module):
     def __init__(self, channels: int, mode: str, act: str):
         super().__init__()
         if mode == 'conv':
-            self.body = nn.Sequential(nn.Conv2d(channels, 2 * channels, 3, stride=2, padding=1), _act(act))
+            self.body = nn.Sequential(nn.Conv2d(channels, 2 * channels, 3, stride=2, padding=1), activation(act))
         elif mode == 'unshuffle':
-            self.body = nn.Sequential(nn.PixelUnshuffle(2), nn.Conv2d(4 * channels, 2 * channels, 1), _act(act))
+            self.body = nn.Sequential(nn.PixelUnshuffle(2), nn.Conv2d(4 * channels, 2 * channels, 1), activation(act))
         else:
             raise ValueError(f"EFM: down must be 'conv' or 'unshuffle', got {mode!r}.")
 

@@ -62,15 +62,7 @@ from qdr_plugin.option_rules import OptionsError, is_int, need_choice, need_int
 from qdr_plugin.quant.ops import Add, Mul
 from qdr_plugin.registry import register
 
-ACTS = ('relu', 'lrelu')
-
-
-def _act(kind: str) -> nn.Module:
-    if kind == 'relu':
-        return nn.ReLU(inplace=True)
-    if kind == 'lrelu':
-        return nn.LeakyReLU(0.1, inplace=True)
-    raise ValueError(f"HybridMixUNet: act must be 'relu' or 'lrelu', got {kind!r}.")
+from .efm_arch import ACTS, activation
 
 
 class GatedDown(nn.Module):
@@ -92,7 +84,7 @@ class ResBlock(nn.Module):
     def __init__(self, channels: int, act: str):
         super().__init__()
         self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
-        self.act = _act(act)
+        self.act = activation(act, 'HybridMixUNet')
         self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
         self.add = Add()
 
@@ -110,7 +102,7 @@ class DecoderStage(nn.Module):
         self.image = nn.Conv2d(image_channels, channels, 3, padding=1)
         self.add_skip = Add()
         self.add_image = Add()
-        self.act = _act(act)
+        self.act = activation(act, 'HybridMixUNet')
         self.refiner = nn.Sequential(*[ResBlock(channels, act) for _ in range(blocks)])
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
@@ -159,7 +151,7 @@ class HybridMixUNet(nn.Module):
         self.in_ch = in_ch
         self.depth = len(channel_mults) - 1
         widths = [width * m for m in channel_mults]
-        self.head = nn.Sequential(nn.Conv2d(in_ch, widths[0], 3, padding=1), _act(act))
+        self.head = nn.Sequential(nn.Conv2d(in_ch, widths[0], 3, padding=1), activation(act, 'HybridMixUNet'))
         self.downs = nn.ModuleList(GatedDown(widths[i], widths[i + 1]) for i in range(self.depth))
         self.bottleneck = nn.Sequential(*[ResBlock(widths[-1], act) for _ in range(mid_blocks)])
         self.decoders = nn.ModuleList(

@@ -20,16 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 from basicsr.utils import tensor2img
 from tqdm import tqdm
 
 from qdr_plugin.detection import Detections, FastestDet, bootstrap_map50, coco_map, draw_detections, pseudo_labels
-from qdr_plugin.utils.atomic_write import atomic_write_bytes
 
 from .models import BenchModel
-from .pictures import side_by_side
+from .pictures import side_by_side, write_picture
 from .protocol import BenchSet
 from .report import Column
 from .runner import Outputs
@@ -232,10 +230,6 @@ def write_detection_pictures(folder: str | Path, bench_set: BenchSet, views: Set
             kept = found.above(settings.label_score)
             what = 'pseudo-labels' if name == CLEAN else 'boxes'
             panels.append((draw_detections(img, kept, names), f'{name}: {len(kept)} {what}'))
-        ok, jpg = cv2.imencode('.jpg', side_by_side(panels, size), [cv2.IMWRITE_JPEG_QUALITY, 90])
-        if not ok:
-            raise OSError(f'cv2 could not encode the detection picture of {bench_set.images[index]}.')
         path = Path(folder) / DETECT_PICTURES / f'{bench_set.label}_{Path(bench_set.images[index]).stem}.jpg'
-        atomic_write_bytes(path, jpg.tobytes())
-        written.append(path)
+        written.append(write_picture(path, side_by_side(panels, size)))
     return written

@@ -96,10 +96,16 @@ def write_pictures(folder: str | Path, bench_set: BenchSet, models: Sequence[str
         panels += [(kept[m][index], _label(_row(rows, bench_set, m), index, reference)) for m in models]
         if bench_set.has_gt:
             panels.append((gt, 'ground truth'))
-        ok, png = cv2.imencode('.png', side_by_side(panels, size))
-        if not ok:
-            raise OSError(f'cv2 could not encode the picture of {bench_set.images[index]}.')
         path = Path(folder) / PICTURES / f'{bench_set.label}_{Path(bench_set.images[index]).stem}.png'
-        atomic_write_bytes(path, png.tobytes())
-        written.append(path)
+        written.append(write_picture(path, side_by_side(panels, size)))
     return written
+
+
+def write_picture(path: Path, image: np.ndarray) -> Path:
+    """Encode ``image`` in the format of ``path``'s suffix (JPEG at quality 90) and write it atomically."""
+    params = [cv2.IMWRITE_JPEG_QUALITY, 90] if path.suffix.lower() in ('.jpg', '.jpeg') else []
+    ok, data = cv2.imencode(path.suffix, image, params)
+    if not ok:
+        raise OSError(f'cv2 could not encode the picture {path.name}.')
+    atomic_write_bytes(path, data.tobytes())
+    return path
