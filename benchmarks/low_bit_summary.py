@@ -1,4 +1,5 @@
-"""The low-bit comparison as one table per setting (W8A8, W4A8, W4A4): every method's BSD68 PSNR (fake-quant INT8,
+"""The low-bit comparison as one table per setting (the EFM on BSD68 at W8A8, W4A8 and W4A4, the EFM on the low-light
+task at W4A4, QATIE's HybridMixUNet on BSD68 at W8A8): every method's PSNR on the whole validation set (fake-quant,
 mean and standard deviation over its seeds), its drop from the FP32 start, and its difference from plain QAT, marked
 where it exceeds two standard deviations of that difference.
 
@@ -20,18 +21,22 @@ from typing import Any
 from qdr_plugin.bench.report import command_line, markdown_table, run_info, write_results
 
 RESULTS_DIR = Path(__file__).resolve().parent / 'results'
-SETTINGS = ('w8a8', 'w4a8', 'w4a4')
+SETTINGS = {
+    'w8a8': 'EFM, BSD68 sigma 25, W8A8', 'w4a8': 'EFM, BSD68 sigma 25, W4A8', 'w4a4': 'EFM, BSD68 sigma 25, W4A4',
+    'lowlight_w4a4': 'EFM, low light (CBSD68-lowlight), W4A4', 'hybridmix_w8a8': 'HybridMixUNet, BSD68 sigma 25, W8A8',
+}
 METHODS = {
     'ptq': 'PTQ (calibration only)', 'qat': 'plain QAT (LSQ)', 'qat_okd': 'QAT + output KD',
     'qat_deckd': 'QAT + decoder KD', 'qdr_dfd': 'QDR (DFD)', 'qdr_lmr': 'QDR (DFD + LMR)',
     'crqat': 'CR-QAT (curriculum + PKD + relational KD)', 'qatie': 'QATIE scheme (observer + its loss)',
+    'best': 'best combination (see docs/method.md)',
 }
 BASELINE = 'qat'
 COLUMNS = [
-    ('method', 'method', ''), ('seeds', 'seeds', 'd'), ('psnr', 'BSD68 PSNR (dB)', ''),
+    ('method', 'method', ''), ('seeds', 'seeds', 'd'), ('psnr', 'PSNR (dB)', ''),
     ('drop_db', 'drop from FP32 (dB)', '.3f'), ('vs_qat', 'vs plain QAT (dB)', ''),
 ]
-_RUN = re.compile(r'low_bit_(?P<setting>w\d+a\d+)_(?P<method>\w+)_s(?P<seed>\d+)$')
+_RUN = re.compile(r'low_bit_(?P<setting>(?:[a-z]+_)?w\d+a\d+)_(?P<method>\w+)_s(?P<seed>\d+)$')
 
 
 def _runs() -> dict[tuple[str, str], dict[int, dict[str, Any]]]:
@@ -87,10 +92,11 @@ def main() -> None:
     runs = _runs()
     tables = {setting: _table(setting, runs) for setting in SETTINGS}
     rows = [row for table in tables.values() for row in table]
-    text = '\n\n'.join(f'### {setting.upper()}\n\n{markdown_table(table, COLUMNS)}'
+    text = '\n\n'.join(f'### {SETTINGS[setting]}\n\n{markdown_table(table, COLUMNS)}'
                        for setting, table in tables.items() if table)
-    note = ('PSNR of the fake-quantized network on all 68 BSD68 images (sigma 25), mean ± standard deviation over '
-            'the seeds; * marks a difference from plain QAT larger than two standard deviations of that difference.')
+    note = ('PSNR of the fake-quantized network on the whole validation set (BSD68 sigma 25, gray; CBSD68-lowlight, '
+            'RGB), mean ± standard deviation over the seeds; * marks a difference from plain QAT larger than two '
+            'standard deviations of that difference.')
     info = run_info(command_line(), 1, runs=len([r for r in rows if 'key' in r]))
     paths = write_results(RESULTS_DIR, 'low_bit_summary', rows, info, text or '(no runs yet)', note)
     print(f'{text}\n\n{note}' if text else 'no runs yet: bash benchmarks/low_bit.sh')

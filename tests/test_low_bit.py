@@ -61,6 +61,32 @@ def test_keep_first_last_follows_the_data_flow_not_the_module_order() -> None:
     assert kinds == {'last': False, 'middle': True, 'first': False}
 
 
+def test_end_ops_stay_fp32_with_activations_below_8_bits() -> None:
+    """The ops outside the float first / last layers: an input residual before the first convolution and the
+    global residual after the last stay float with 4-bit activations (a 16-level image otherwise), quantized with
+    8-bit ones; an add between the two layers is always quantized."""
+    from qdr_plugin.quant import ops
+
+    class Residuals(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.pre, self.mid, self.post = ops.Add(), ops.Add(), ops.Add()
+            self.first = nn.Conv2d(1, 4, 3, padding=1)
+            self.middle = nn.Conv2d(4, 4, 3, padding=1)
+            self.last = nn.Conv2d(4, 1, 3, padding=1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            feat = self.first(self.pre(x, x))
+            return self.post(x, self.last(self.mid(feat, self.middle(feat))))
+
+    example = torch.zeros(1, 1, 8, 8)
+    for config, floats in [(QuantConfig(weight_bits=4, act_bits=4), {'pre', 'post'}),
+                           (QuantConfig(weight_bits=4, act_bits=8), set()),
+                           (QuantConfig(weight_bits=4, act_bits=4, keep_first_last=False), set())]:
+        net = quantize_model(Residuals(), config, example)
+        assert {name for name in ('pre', 'mid', 'post') if type(getattr(net, name)) is ops.Add} == floats
+
+
 def test_keep_first_last_must_be_a_flag(write_options, capsys) -> None:
     yml = write_options('flag', quant={'keep_first_last': 'yes'})
     assert 'quant.keep_first_last: must be true or false' in refusal(['train', '-opt', str(yml)], capsys)

@@ -68,21 +68,20 @@ def count_calls(model: nn.Module, layers: dict[str, nn.Module], example: torch.T
     return {name: max(count, 1) for name, count in counts.items()}
 
 
-def call_order(model: nn.Module, layers: dict[str, nn.Module], example: torch.Tensor | None) -> list[str]:
-    """The names of ``layers`` in the order one forward pass on ``example`` first calls them (layers it does not call
-    are left out); the names as given, in their order, without an example."""
+def call_sequence(model: nn.Module, layers: dict[str, nn.Module], example: torch.Tensor | None) -> list[str]:
+    """The names of ``layers``, one entry per call, in the order one forward pass on ``example`` calls them (layers it
+    does not call are left out); the names as given, in their order, without an example."""
     if example is None:
         return list(layers)
-    order: list[str] = []
+    sequence: list[str] = []
 
     def recorder(name: str):
         def hook(module: nn.Module, args: tuple) -> None:
-            if name not in order:
-                order.append(name)
+            sequence.append(name)
         return hook
 
     forward_once(model, example, [module.register_forward_pre_hook(recorder(name)) for name, module in layers.items()])
-    return order
+    return sequence
 
 
 def split_call_sites(model: nn.Module, layer: nn.Module, calls: int) -> int:

@@ -38,7 +38,8 @@ class QuantConfig:
         keep_first_last: the first and the last convolution / linear layer of the data flow stay FP32 (the input
             and output layers, which see the image itself and set the output's precision); ``None`` (default):
             kept when weights or activations have fewer than 8 bits, quantized at 8 bits (``scheme: observer``:
-            the first layer only).
+            the first layer only). With activations below 8 bits the element-wise ops before the first and after
+            the last of them (a global residual add) stay FP32 too (:attr:`float_end_ops`).
         scheme: ``lsq`` (default): learned step sizes (LSQ; LSQ+ zero points for asymmetric activations),
             per-channel weights. ``observer``: QATIE's scheme, nothing learned: per-tensor weight steps from the
             current ``max|W|``, asymmetric unsigned activations whose range is a moving average of the batches'
@@ -98,6 +99,13 @@ class QuantConfig:
         if self.keep_first_last or min(self.weight_bits, self.act_bits) < 8:
             return ('first', 'last')
         return ('first',) if self.observes else ()
+
+    @property
+    def float_end_ops(self) -> bool:
+        """With activations below 8 bits, the element-wise ops outside the FP32 first / last layers stay FP32 too: a
+        global residual ``x + f(x)`` quantized at 4 bits puts the input image and the output on a 16-level grid
+        (1.3 dB of the EFM's 2 dB W4A4 loss on BSD68). At 8 bits they are as exact as the 8-bit image itself."""
+        return self.act_bits < 8
 
     @classmethod
     def check_options(cls, options: Mapping[str, Any] | None, path: str = 'quant') -> dict[str, Any]:

@@ -11,7 +11,7 @@ from torch import nn
 
 from . import ops
 from .bn_fold import fold_batchnorm, foldable_batchnorms
-from .call_sites import call_order, count_calls, split_call_sites
+from .call_sites import call_sequence, count_calls, split_call_sites
 from .config import QuantConfig
 from .fake_quant import STEP_MIN, FakeQuantizer
 from .modules import FLOAT_TO_QUANT
@@ -48,19 +48,32 @@ def _kept_fp32(name: str, patterns: list[str]) -> bool:
 _WEIGHTED = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
 
 
-def _without_ends(model: nn.Module, plan: list, example: torch.Tensor | None, ends: tuple[str, ...]) -> list:
-    """``plan`` without the convolution / linear layers a forward pass on ``example`` calls first and / or last
-    (``ends``)."""
-    weighted = {f'{id(parent)}.{name}': getattr(parent, name) for parent, name, _ in plan
-                if isinstance(getattr(parent, name), _WEIGHTED)}
+def _without_ends(model: nn.Module, plan: list, example: torch.Tensor | None, config: QuantConfig) -> list:
+    """``plan`` without the ends of the data flow ``config.float_ends`` names: the convolution / linear layer a
+    forward pass on ``example`` calls first and / or last, and, with ``config.float_end_ops``, the element-wise ops
+    (:mod:`qdr_plugin.quant.ops` points) it calls only before the first / only after the last call of any of those
+    layers (an input residual, the global residual add on the output)."""
+    layers = {f'{id(parent)}.{name}': getattr(parent, name) for parent, name, _ in plan}
     try:
-        order = call_order(model, weighted, example)
+        sequence = call_sequence(model, layers, example)
     except RuntimeError as error:
         raise ValueError(f'quantize_model: {type(model).__name__} does not run on the example input '
                          f'({str(error).splitlines()[0]}), so its first and last layers are unknown; pass example= '
                          '(one network input).') from error
-    kept = {order[0]: 'first' in ends, order[-1]: 'last' in ends} if order else {}
-    return [step for step in plan if not kept.get(f'{id(step[0])}.{step[1]}', False)]
+    weighted = [i for i, key in enumerate(sequence) if isinstance(layers[key], _WEIGHTED)]
+    if not weighted:
+        return plan
+    order = [key for key in dict.fromkeys(sequence) if isinstance(layers[key], _WEIGHTED)]
+    kept = set()
+    if 'first' in config.float_ends:
+        kept.add(order[0])
+        if config.float_end_ops:
+            kept |= set(sequence[:weighted[0]]) - set(sequence[weighted[0]:])
+    if 'last' in config.float_ends:
+        kept.add(order[-1])
+        if config.float_end_ops:
+            kept |= set(sequence[weighted[-1] + 1:]) - set(sequence[:weighted[-1] + 1])
+    return [step for step in plan if f'{id(step[0])}.{step[1]}' not in kept]
 
 
 def quantize_model(
@@ -71,8 +84,9 @@ def quantize_model(
     ``Concat``) by its quantized counterpart, in place.
 
     Modules whose name matches a ``config.keep_fp32`` pattern stay float, and so do the first and the last
-    convolution / linear layer a forward pass on ``example`` calls, as ``config.float_ends`` says (and every
-    concatenation with ``scheme: observer``). A layer the
+    convolution / linear layer a forward pass on ``example`` calls, as ``config.float_ends`` says, with the
+    element-wise ops outside them when ``config.float_end_ops`` (and every concatenation with ``scheme: observer``).
+    A layer the
     network calls several times per forward pass (a recurrent stage) keeps one weight quantizer and gets one
     activation quantizer per call (:mod:`qdr_plugin.quant.call_sites`). Activation quantizers that receive the
     same tensor are then tied into one (:func:`qdr_plugin.quant.tie_shared_quantizers`, one forward pass on
@@ -104,7 +118,7 @@ def quantize_model(
     ]
     example = example_input(model) if example is None else example
     if config.float_ends:
-        plan = _without_ends(model, plan, example, config.float_ends)
+        plan = _without_ends(model, plan, example, config)
     if not plan:
         kept = f' and its {" and ".join(config.float_ends)} layer (keep_first_last)' if config.float_ends else ''
         raise ValueError(f'quantize_model: {type(model).__name__} has no Conv2d, ConvTranspose2d or Linear layer '
