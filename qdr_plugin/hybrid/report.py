@@ -1,0 +1,45 @@
+"""The search's figure: every scored hybrid and the front, PSNR against transformer blocks kept (the proxy) or
+against measured latency (matplotlib's Agg canvas, no display)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from qdr_plugin.utils.atomic_write import atomic_output
+
+from .search import Candidate
+
+
+def plot_front(rows: Sequence[Mapping[str, Any]], evaluated: Sequence[Candidate], path: str | Path,
+               measured: bool = False) -> Path:
+    """Grey dots: every scored candidate (blocks kept); line and labels: the front ``rows``. With ``measured``,
+    the front against its median latency (error bars: min-max) instead."""
+    fig = Figure(figsize=(6, 4.5), layout='constrained')
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    if measured:
+        xs = [r['latency_ms'] for r in rows]
+        lows = [x - float(r['latency_range'].split('-')[0]) for x, r in zip(xs, rows)]
+        highs = [float(r['latency_range'].split('-')[1]) - x for x, r in zip(xs, rows)]
+        ax.errorbar(xs, [r['psnr'] for r in rows], xerr=[lows, highs], fmt='o', capsize=3)
+        ax.set_xlabel('FP32 ONNX Runtime latency, median (ms)')
+    else:
+        ax.scatter([c.kept for c in evaluated], [c.psnr for c in evaluated], s=12, c='0.7', label='scored')
+        ordered = sorted(rows, key=lambda r: r['kept'])
+        ax.plot([r['kept'] for r in ordered], [r['psnr'] for r in ordered], 'o-', label='front')
+        ax.set_xlabel('transformer blocks kept')
+        ax.legend()
+    for row in rows:
+        x = row['latency_ms'] if measured else row['kept']
+        ax.annotate(row['label'], (x, row['psnr']), textcoords='offset points', xytext=(5, 4), fontsize=8)
+    ax.set_ylabel('validation PSNR (dB)')
+    ax.ticklabel_format(axis='y', useOffset=False)
+    ax.grid(alpha=0.3)
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, dpi=110, format='png')
+    return Path(path)
