@@ -48,7 +48,7 @@ from .latency import interleaved_latency, spearman
 from .options import hybrid_options
 from .report import plot_front
 from .scoring import mean_psnr
-from .search import Candidate, beam_search, pareto_front
+from .search import Candidate, SearchResult, beam_search, pareto_front
 
 SEARCH_COLUMNS = [('label', 'hybrid', ''), ('surrogates', 'replaced', ''), ('kept', 'transformer blocks', 'd'),
                   ('psnr', 'val PSNR (dB)', '.3f'), ('objective', 'J', '.3f'), ('latency_ms', 'ms (median)', '.2f'),
@@ -209,7 +209,7 @@ def run_search(opt: dict[str, Any], hybrid: Mapping[str, Mapping[str, Any]], sur
 
     units, blocks = _units(teacher, settings['granularity'])
     result = beam_search(units, blocks, evaluate, settings['lambda'], settings['beam'], settings['max_evals'])
-    rows = _front_rows(opt, teacher, result.front, surrogate_opt, checkpoint, folder, settings['lambda'], result.best)
+    rows = _front_rows(opt, teacher, result, surrogate_opt, checkpoint, folder)
     info = run_info(command_line(), threads=torch.get_num_threads(), lam=settings['lambda'],
                     granularity=settings['granularity'], beam=settings['beam'], evaluated=len(result.evaluated),
                     units=units, best=result.best.units,
@@ -237,10 +237,13 @@ def _latency_front(rows: list[dict[str, Any]]) -> list[str]:
     return [by_units[c.units]['label'] for c in front]
 
 
-def _front_rows(opt: dict[str, Any], teacher: Restormer, front: list[Candidate], surrogate_opt: Mapping[str, Any],
-                checkpoint: Mapping[str, Any], folder: Path, lam: float, best: Candidate) -> list[dict[str, Any]]:
-    """One row per front point (and the best, if not on it), its assembled checkpoint written."""
-    points = front if best in front else [*front, best]
+def _front_rows(opt: dict[str, Any], teacher: Restormer, result: SearchResult, surrogate_opt: Mapping[str, Any],
+                checkpoint: Mapping[str, Any], folder: Path) -> list[dict[str, Any]]:
+    """One row per front point, the best and the teacher (each once), its assembled checkpoint written."""
+    points = list(result.front)
+    for extra in (result.best, next(c for c in result.evaluated if not c.units)):
+        if extra not in points:
+            points.append(extra)
     teacher_state = teacher.state_dict()
     surrogate_state = state_dict_of(checkpoint)
     rows = []
@@ -250,7 +253,7 @@ def _front_rows(opt: dict[str, Any], teacher: Restormer, front: list[Candidate],
         atomic_torch_save({'params': hybrid_state_dict(teacher_state, surrogate_state, blocks)}, path)
         rows.append({'label': f'hybrid_{k}', 'surrogates': ' '.join(cand.units) or '-',
                      'surrogates_list': list(cand.units), 'kept': cand.kept, 'psnr': cand.psnr,
-                     'objective': cand.objective(lam), 'best': cand == best, 'checkpoint': str(path),
+                     'objective': cand.objective(result.lam), 'best': cand == result.best, 'checkpoint': str(path),
                      'network_g': hybrid_network_opt(opt['network_g'], cand.units, surrogate_opt),
                      'latency_ms': None, 'latency_range': None})
     return rows
