@@ -177,10 +177,14 @@ def hybrid_options(workdir):
     return write
 
 
-def test_basicsr_hybrid_distill_then_search_writes_a_hybrid_that_loads(workdir, hybrid_options, capsys, one_thread):
+def test_basicsr_hybrid_distill_then_search_writes_a_hybrid_that_loads(workdir, hybrid_options, write_options, capsys,
+                                                                       one_thread):
     from qdr_plugin.cli import main
 
-    path = hybrid_options()
+    template = write_options('template')  # a QDR options file: the fine-tune files are made from it
+    path = hybrid_options(hybrid={'surrogate': dict(SURROGATE), 'distill': {'total_iter': 3, 'print_freq': 1},
+                                  'search': {'lambda': 0.01, 'beam': 1, 'val_images': 1},
+                                  'finetune': {'template': template.name, 'overrides': {'train': {'total_iter': 2}}}})
     main(['hybrid', 'distill', '-opt', path])
     folder = workdir / 'experiments' / 'tiny_hybrid'
     log = json.loads((folder / 'distill_log.json').read_text())
@@ -193,6 +197,13 @@ def test_basicsr_hybrid_distill_then_search_writes_a_hybrid_that_loads(workdir, 
     net = build_network(dict(best['network_g']))
     net.load_state_dict(torch.load(best['checkpoint'], weights_only=True)['params'], strict=True)
     assert 'best at lambda 0.01' in capsys.readouterr().out
+    finetune = yaml.safe_load((workdir / best['finetune_options']).read_text())  # checked as basicsr train does
+    assert finetune['network_g'] == best['network_g'] and finetune['train']['total_iter'] == 2
+    assert finetune['path']['pretrain_network_g'] == best['checkpoint'] and finetune['model_type'] == 'QDRModel'
+    main(['train', '-opt', best['finetune_options']])  # fine-tune (1 FP32 iteration) and QDR (1 QAT iteration)
+    models = workdir / 'experiments' / finetune['name'] / 'models'
+    main(['export', '-opt', best['finetune_options'], '--ckpt', str(models / 'net_g_latest.pth'), '--out', 'h.onnx'])
+    assert (workdir / 'h.onnx').stat().st_size > 0
 
 
 @pytest.mark.parametrize(('change', 'expected'), [

@@ -19,6 +19,7 @@ checked before any work, one line per mistake. Outputs go to ``experiments/<name
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from basicsr.data import build_dataset
 from torch import nn
 from torch.utils.data import DataLoader
@@ -220,6 +222,9 @@ def run_search(opt: dict[str, Any], hybrid: Mapping[str, Mapping[str, Any]], sur
         extra = _measure_front(opt, hybrid['latency'], rows, folder)
         info['spearman_kept_vs_latency'] = rows[0]['spearman']
         info['latency_front'] = _latency_front(rows)
+    if hybrid['finetune']['template']:
+        for row in rows:
+            row['finetune_options'] = str(_write_finetune_options(opt['name'], row, hybrid['finetune'], folder))
     paths = write_results(folder, 'search', rows, info, markdown_table(rows, SEARCH_COLUMNS), extra)
     plot_front(rows, result.evaluated, folder / 'search.png', measured=latency)
     best = next(r for r in rows if r['best'])
@@ -257,6 +262,26 @@ def _front_rows(opt: dict[str, Any], teacher: Restormer, result: SearchResult, s
                      'network_g': hybrid_network_opt(opt['network_g'], cand.units, surrogate_opt),
                      'latency_ms': None, 'latency_range': None})
     return rows
+
+
+def _merged(base: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    for key, value in overrides.items():
+        base[key] = _merged(base.get(key) or {}, value) if isinstance(value, Mapping) else value
+    return base
+
+
+def _write_finetune_options(name: str, row: Mapping[str, Any], finetune: Mapping[str, Any], folder: Path) -> Path:
+    """``<folder>/<label>.yml``: the fine-tune template with the overrides, the hybrid's ``network_g`` and its
+    assembled checkpoint as ``path.pretrain_network_g``; checked as ``basicsr train`` will check it."""
+    template = yaml.safe_load(Path(finetune['template']).read_text(encoding='utf-8'))
+    options = _merged(template, copy.deepcopy(dict(finetune['overrides'])))
+    options['name'] = f"{name}_{row['label']}"
+    options['network_g'] = dict(row['network_g'])
+    options.setdefault('path', {})['pretrain_network_g'] = row['checkpoint']
+    path = folder / f"{row['label']}.yml"
+    atomic_write_text(path, yaml.safe_dump(options, sort_keys=False))
+    check_options_file(str(path), is_train=True)
+    return path
 
 
 def _measure_front(opt: dict[str, Any], settings: Mapping[str, Any], rows: list[dict[str, Any]], folder: Path) -> str:
