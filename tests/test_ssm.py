@@ -8,7 +8,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from qdr_plugin.archs.restormer_arch import TransformerBlock
-from qdr_plugin.archs.ssm_arch import SSMBlock, parallel_scan, scan_channels
+from qdr_plugin.archs.ssm_arch import SSMBlock, four_way_scan, parallel_scan, scan_channels
 from qdr_plugin.deploy.onnx_export import export_onnx
 
 
@@ -30,14 +30,22 @@ def sequential_scan(v: torch.Tensor, a: torch.Tensor, dim: int, reverse: bool, w
 
 
 @pytest.mark.parametrize('dim', [2, 3])
-@pytest.mark.parametrize('reverse', [False, True])
-def test_parallel_scan_is_the_recurrence_within_its_window_and_truncated_beyond(dim, reverse):
+def test_parallel_scan_is_the_recurrence_within_its_window_and_truncated_beyond(dim):
     torch.manual_seed(0)
     v, a = torch.randn(1, 2, 19, 19), torch.rand(1, 2, 19, 19)
-    exact = sequential_scan(v, a, dim, reverse)
-    torch.testing.assert_close(parallel_scan(v, a, dim, reverse, steps=5), exact, atol=1e-5, rtol=1e-5)  # 32 >= 19
-    torch.testing.assert_close(parallel_scan(v, a, dim, reverse, steps=3), sequential_scan(v, a, dim, reverse, 8),
+    exact = sequential_scan(v, a, dim, reverse=False)
+    torch.testing.assert_close(parallel_scan(v, a, dim, steps=5), exact, atol=1e-5, rtol=1e-5)  # 32 >= 19
+    torch.testing.assert_close(parallel_scan(v, a, dim, steps=3), sequential_scan(v, a, dim, False, window=8),
                                atol=1e-5, rtol=1e-5)
+
+
+def test_four_way_scan_runs_each_channel_quarter_in_its_own_order():
+    torch.manual_seed(0)
+    v, a = torch.randn(1, 8, 11, 17), torch.rand(1, 8, 11, 17)
+    orders = ((3, False), (3, True), (2, False), (2, True))  # rows ->, rows <-, columns down, columns up
+    expected = torch.cat([sequential_scan(vq, aq, dim, reverse)
+                          for vq, aq, (dim, reverse) in zip(v.chunk(4, 1), a.chunk(4, 1), orders)], 1)
+    torch.testing.assert_close(four_way_scan(v, a, steps=5), expected, atol=1e-5, rtol=1e-5)
 
 
 def test_block_keeps_the_transformer_block_shape_and_starts_as_the_identity():

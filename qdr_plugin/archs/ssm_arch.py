@@ -13,8 +13,10 @@ r"""A linear-time state-space surrogate of a Restormer transformer block: same i
 4); ``beta`` is a learned per-channel decay bias. The ``E`` scan channels are split into four groups, one per scan
 order: left to right, right to left (along rows), top to bottom, bottom to top (along columns), so every output
 pixel sees its whole row and column after one block and the whole image after two, and the scan costs one pass
-over ``E`` channels, not four. The recurrence is selective (the decay ``a_t`` depends on the input, as in Mamba)
-and normalised (``h`` is a convex combination of the ``z`` it has seen, so it stays bounded for any length).
+over ``E`` channels, not four. The two orders of one axis run as one forward scan over half the channels (the
+backward quarter reversed before and after), so a block runs two scans. The recurrence is selective (the decay
+``a_t`` depends on the input, as in Mamba) and normalised (``h`` is a convex combination of the ``z`` it has seen,
+so it stays bounded for any length).
 
 **The scan as a log-depth parallel scan.** The linear recurrence :math:`h_t = a_t h_{t-1} + v_t` (``v = (1 - a)
 z``) is computed by ``K = scan_steps`` doubling steps (Hillis-Steele): for :math:`k = 0 .. K-1`, :math:`d = 2^k`,
@@ -30,12 +32,14 @@ away, already scaled by a product of :math:`2^K` decays below 1, is dropped). Co
 linear in the pixel count for a fixed ``K``.
 
 Why this form: every step is a zero pad, a slice, a multiply and an add on the whole tensor, so the block exports
-to ONNX with standard operators (Pad, Slice, Mul, Add, Sigmoid, Conv) at any ``H`` and ``W``, runs in ONNX Runtime
-and TensorRT without custom kernels, and has no sequential loop over pixels (a Python loop over ``W`` would
-unroll into ``W`` nodes at one fixed size; a chunked scan needs a loop over a dynamic number of chunks, an ONNX
-``Loop`` that ONNX Runtime runs one iteration at a time). An LTI long convolution would need a kernel as long as
-the row (quadratic without an FFT). The projections are ``4 E C`` multiply-adds per pixel against about ``12 C^2``
-for the transformer block at ``ffn_expansion_factor`` 2.66 (``expand = 1``: a third).
+to ONNX with standard operators (Pad, Slice, Mul, Add, Concat, Sigmoid, Conv; a reversal is a Slice of step -1) at
+any ``H`` and ``W`` and needs no custom kernel, and there is no sequential loop over pixels (a Python loop over
+``W`` would unroll into ``W`` nodes at one fixed size; a chunked scan needs a loop over a dynamic number of chunks,
+an ONNX ``Loop``). An LTI long convolution would need a kernel as long as the row (quadratic without an FFT). The
+projections are ``4 E C`` multiply-adds per pixel against about ``12 C^2`` for the transformer block at
+``ffn_expansion_factor`` 2.66 (``expand = 1``: a third); the scan adds about ``7 K`` element-wise operations per
+scan channel, memory-bound, which is what ``benchmarks/hybrid_latency.py --blocks`` weighs against the saved
+multiply-adds.
 
 For INT8 the three convolutions are quantized; the sigmoid, the scan, the SiLU gate and the residual addition stay
 float. ``out_proj`` starts at zero, so an untrained surrogate is the identity.
@@ -55,33 +59,39 @@ DIRECTIONS = 4
 """Scan orders: left to right, right to left, top to bottom, bottom to top (one channel group each)."""
 
 
-def _shift(x: torch.Tensor, distance: int, dim: int, reverse: bool) -> torch.Tensor:
-    """``x`` moved ``distance`` places along ``dim`` (2 = H, 3 = W) so position ``t`` holds ``x[t - distance]``
-    (``x[t + distance]`` when ``reverse``), zeros where that falls outside."""
-    before, after = (0, distance) if reverse else (distance, 0)
-    padded = F.pad(x, (before, after, 0, 0) if dim == 3 else (0, 0, before, after))
-    if dim == 3:
-        return padded[..., distance:] if reverse else padded[..., :-distance]
-    return padded[..., distance:, :] if reverse else padded[..., :-distance, :]
+def _shift(x: torch.Tensor, distance: int, dim: int) -> torch.Tensor:
+    """``x`` moved ``distance`` places along ``dim`` (2 = H, 3 = W): position ``t`` holds ``x[t - distance]``,
+    zeros where that falls outside."""
+    padded = F.pad(x, (distance, 0, 0, 0) if dim == 3 else (0, 0, distance, 0))
+    return padded[..., :-distance] if dim == 3 else padded[..., :-distance, :]
 
 
-def parallel_scan(v: torch.Tensor, a: torch.Tensor, dim: int, reverse: bool, steps: int) -> torch.Tensor:
-    """``h_t = a_t h_{t-1} + v_t`` along ``dim`` (``h_{t+1}`` when ``reverse``) by ``steps`` doubling steps: exact
-    within ``2^steps`` places (see the module docstring)."""
+def parallel_scan(v: torch.Tensor, a: torch.Tensor, dim: int, steps: int) -> torch.Tensor:
+    """``h_t = a_t h_{t-1} + v_t`` along ``dim`` by ``steps`` doubling steps: exact within ``2^steps`` places (see
+    the module docstring)."""
     for k in range(steps):
         distance = 2**k
-        v = v + a * _shift(v, distance, dim, reverse)
+        v = v + a * _shift(v, distance, dim)
         if k < steps - 1:
-            a = a * _shift(a, distance, dim, reverse)
+            a = a * _shift(a, distance, dim)
     return v
 
 
+def _flip_second_half(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """The second half of ``x``'s channels reversed along ``dim``: its forward scan is a backward one."""
+    first, second = x.chunk(2, 1)
+    return torch.cat([first, second.flip(dim)], 1)
+
+
 def four_way_scan(v: torch.Tensor, a: torch.Tensor, steps: int) -> torch.Tensor:
-    """:func:`parallel_scan` of the four channel quarters of ``v`` / ``a`` along rows forward and backward and
-    along columns forward and backward."""
-    orders = ((3, False), (3, True), (2, False), (2, True))
-    return torch.cat([parallel_scan(vq, aq, dim, reverse, steps)
-                      for vq, aq, (dim, reverse) in zip(v.chunk(DIRECTIONS, 1), a.chunk(DIRECTIONS, 1), orders)], 1)
+    """:func:`parallel_scan` of the four channel quarters of ``v`` / ``a``: along rows left to right and right to
+    left, along columns top to bottom and bottom to top. The two orders of one axis run as one forward scan (the
+    backward quarter reversed before and after), so the scan is two passes of :func:`parallel_scan`, not four."""
+    out = []
+    for v_axis, a_axis, dim in zip(v.chunk(2, 1), a.chunk(2, 1), (3, 2)):
+        h = parallel_scan(_flip_second_half(v_axis, dim), _flip_second_half(a_axis, dim), dim, steps)
+        out.append(_flip_second_half(h, dim))
+    return torch.cat(out, 1)
 
 
 def scan_channels(dim: int, expand: float) -> int:
