@@ -215,3 +215,11 @@ def test_basicsr_hybrid_distill_then_search_writes_a_hybrid_that_loads(workdir, 
 def test_bad_hybrid_options_stop_with_one_line(hybrid_options, capsys, change, expected):
     message = refusal(['hybrid', 'distill', '-opt', hybrid_options(**change)], capsys)
     assert expected in message and '\n' not in message
+
+
+def test_surrogates_of_another_teacher_are_refused_by_block(workdir, hybrid_options, capsys):
+    path = hybrid_options()
+    torch.save({'params': {'encoder_level1.0.in_proj.weight': torch.zeros(3, 3, 1, 1)}}, workdir / 'other.pth')
+    message = refusal(['hybrid', 'search', '-opt', path, '--surrogates', 'other.pth'], capsys)
+    assert message.startswith('--surrogates other.pth does not fit this teacher at block encoder_level1.0 (')
+    assert message.endswith('run basicsr hybrid distill with these options first.') and '\n' not in message

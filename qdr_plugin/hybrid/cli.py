@@ -38,6 +38,7 @@ from qdr_plugin.archs.ssm_hybrid_arch import RestormerHybrid, expand_surrogates
 from qdr_plugin.bench.report import command_line, markdown_table, run_info, write_results
 from qdr_plugin.deploy.onnx_export import export_onnx
 from qdr_plugin.deploy.options import input_channels
+from qdr_plugin.errors import UserError
 from qdr_plugin.option_rules import MISSING, OptionsError
 from qdr_plugin.options_check import check_options_file
 from qdr_plugin.utils.atomic import atomic_torch_save
@@ -81,7 +82,8 @@ def read_hybrid_options(path: str, step: str) -> tuple[dict[str, Any], dict[str,
                            'Write network_g: {type: Restormer, ...} (the trained teacher).')
     if not (opt.get('path') or {}).get('pretrain_network_g'):
         raise OptionsError('path.pretrain_network_g', 'the teacher needs its trained weights', MISSING,
-                           'Give the Restormer checkpoint (experiments/<teacher>/models/net_g_latest.pth).')
+                           'Give the Restormer checkpoint (models/net_g_fp32.pth of its QDR run, or any FP32 or QDR '
+                           'checkpoint of it: a QDR one gives its FP32 teacher).')
     datasets = opt['datasets']
     if step == 'distill' and 'train' not in datasets:
         raise OptionsError('datasets.train', 'distillation needs the images whose features the surrogates learn on',
@@ -120,8 +122,11 @@ def _val_pairs(opt: dict[str, Any], count: int) -> list[tuple[torch.Tensor, torc
 
 
 def _teacher(opt: dict[str, Any]) -> Restormer:
-    teacher, _ = load_networks(opt['network_g'], None, opt['path']['pretrain_network_g'], 'path.pretrain_network_g')
-    return teacher.eval().requires_grad_(False)
+    """The FP32 Restormer of ``path.pretrain_network_g``: the network of an FP32 checkpoint, the FP32 teacher
+    (``params_teacher``) of a QDR one."""
+    network, fp32_teacher = load_networks(opt['network_g'], None, opt['path']['pretrain_network_g'],
+                                          'path.pretrain_network_g')
+    return (network if fp32_teacher is None else fp32_teacher).eval().requires_grad_(False)
 
 
 def make_surrogates(teacher: Restormer, surrogate_opt: Mapping[str, Any]) -> dict[str, SSMBlock]:
@@ -173,13 +178,19 @@ def _units(teacher: Restormer, granularity: str) -> tuple[list[str], list[int]]:
     return stages, [len(getattr(teacher, s)) for s in stages]
 
 
-def _surrogate_modules(teacher: Restormer, checkpoint: Mapping[str, Any], surrogate_opt: Mapping[str, Any]
-                       ) -> dict[str, SSMBlock]:
+def _surrogate_modules(teacher: Restormer, checkpoint: Mapping[str, Any], surrogate_opt: Mapping[str, Any],
+                       path: str) -> dict[str, SSMBlock]:
+    """The distilled surrogates of every block of ``teacher``; a file made for another teacher is refused."""
     state = state_dict_of(checkpoint)
     modules = make_surrogates(teacher, surrogate_opt)
     for name, module in modules.items():
         prefix = f'{name}.'
-        module.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+        try:
+            module.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+        except RuntimeError as error:
+            detail = ' '.join(str(error).split())[:160]
+            raise UserError(f'--surrogates {path} does not fit this teacher at block {name} ({detail}): run basicsr '
+                            'hybrid distill with these options first.') from error
         module.eval()
     return modules
 
@@ -198,7 +209,7 @@ def run_search(opt: dict[str, Any], hybrid: Mapping[str, Mapping[str, Any]], sur
     surrogates_path = surrogates_path or str(folder / 'surrogates.pth')
     checkpoint = read_checkpoint(surrogates_path, '--surrogates')
     surrogate_opt = checkpoint.get('surrogate', hybrid['surrogate'])
-    modules = _surrogate_modules(teacher, checkpoint, surrogate_opt)
+    modules = _surrogate_modules(teacher, checkpoint, surrogate_opt, surrogates_path)
     settings = hybrid['search']
     pairs = _val_pairs(opt, settings['val_images'])
     names = teacher.block_names()
