@@ -211,7 +211,8 @@ def test_basicsr_hybrid_distill_then_search_writes_a_hybrid_that_loads(workdir, 
     ({'hybrid': {'surrogate': {'scan_steps': 40}}}, 'hybrid.surrogate.scan_steps: must be an integer from 1 to 12'),
     ({'network_g': {'type': 'EFM', 'in_ch': 1}}, 'network_g.type: the teacher of the hybrid commands must be'),
     ({'path': {'pretrain_network_g': None}}, 'path.pretrain_network_g: the teacher needs its trained weights'),
-])
+    ({'hybrid': {'finetune': {'template': 'nope.yml'}}}, 'hybrid.finetune.template: options file not found'),
+], ids=['search-key-typo', 'scan-steps', 'teacher-type', 'no-teacher-weights', 'finetune-template'])
 def test_bad_hybrid_options_stop_with_one_line(hybrid_options, capsys, change, expected):
     message = refusal(['hybrid', 'distill', '-opt', hybrid_options(**change)], capsys)
     assert expected in message and '\n' not in message
@@ -223,3 +224,12 @@ def test_surrogates_of_another_teacher_are_refused_by_block(workdir, hybrid_opti
     message = refusal(['hybrid', 'search', '-opt', path, '--surrogates', 'other.pth'], capsys)
     assert message.startswith('--surrogates other.pth does not fit this teacher at block encoder_level1.0 (')
     assert message.endswith('run basicsr hybrid distill with these options first.') and '\n' not in message
+
+
+def test_a_misspelt_surrogate_stage_is_refused_with_the_closest_name():
+    from qdr_plugin.basicsr_options import check_network
+    from qdr_plugin.option_rules import OptionsError
+
+    with pytest.raises(OptionsError) as info:
+        check_network({'network_g': {'type': 'RestormerHybrid', **TINY, 'surrogates': ['latnet']}})
+    assert info.value.key_path == 'network_g.surrogates' and "Did you mean 'latent'?" in str(info.value)

@@ -81,7 +81,7 @@ def test_user_style_official_options_block_builds_through_the_registry_and_the_p
     ({'num_blocks': [1, 1, 1]}, 'network_g.num_blocks'),
     ({'LayerNorm_type': 'withbias'}, 'network_g.LayerNorm_type'),
     ({'out_channels': 3}, 'network_g.out_channels'),
-])
+], ids=['heads', 'odd-dim', 'num_blocks', 'layernorm-type', 'out_channels'])
 def test_bad_options_stop_with_one_line_naming_the_key(change, key):
     with pytest.raises(OptionsError) as info:
         check_network({'network_g': {'type': 'Restormer', **TINY, **change}})

@@ -95,6 +95,6 @@ class RestormerHybrid(Restormer):
         valid = [*STAGES, *names]
         for entry in surrogates:
             if entry not in valid:
+                naming = f' Blocks are <stage>.<index>, the stages {", ".join(STAGES)}.' if len(valid) > 25 else ''
                 raise OptionsError(f'{path}.surrogates', f'{entry!r} is no block or stage of this configuration',
-                                   list(surrogates), did_you_mean(entry, valid) if len(valid) <= 25 else
-                                   f'Blocks are named <stage>.<index>, stages {", ".join(STAGES)}.')
+                                   list(surrogates), did_you_mean(entry, valid) + naming)
