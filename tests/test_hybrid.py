@@ -12,6 +12,7 @@ import torch
 import yaml
 from basicsr.archs import build_network
 from conftest import TINY_OPTIONS, refusal
+from test_layering import PACKAGE, _imports
 
 from qdr_plugin.archs.restormer_arch import Restormer
 from qdr_plugin.archs.ssm_hybrid_arch import RestormerHybrid, expand_surrogates
@@ -233,3 +234,13 @@ def test_a_misspelt_surrogate_stage_is_refused_with_the_closest_name():
     with pytest.raises(OptionsError) as info:
         check_network({'network_g': {'type': 'RestormerHybrid', **TINY, 'surrogates': ['latnet']}})
     assert info.value.key_path == 'network_g.surrogates' and "Did you mean 'latent'?" in str(info.value)
+
+
+def test_the_hybrid_engine_is_plain_pytorch():
+    engine = ('distill', 'assemble', 'search', 'scoring', 'latency', 'options', 'report', '__init__')
+    imports = {file: names for file, names in _imports(PACKAGE / 'hybrid').items()
+               if file.rsplit('/', 1)[-1][:-3] in engine}
+    assert len(imports) == len(engine)
+    forbidden = ('basicsr', 'qdr_plugin.archs', 'qdr_plugin.models', 'qdr_plugin.hybrid.cli')
+    assert not {file: sorted(n for n in names if n.startswith(forbidden)) for file, names in imports.items()
+                if any(n.startswith(forbidden) for n in names)}
