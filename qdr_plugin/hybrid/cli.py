@@ -1,7 +1,7 @@
 """``basicsr hybrid``: distil state-space surrogates of a trained Restormer, then search the hybrid.
 
-    basicsr hybrid distill -opt options/hybrid/restormer_gray_sigma25.yml
-    basicsr hybrid search  -opt options/hybrid/restormer_gray_sigma25.yml [--latency]
+    basicsr hybrid distill -opt options/hybrid/hybrid_gray_sigma25.yml
+    basicsr hybrid search  -opt options/hybrid/hybrid_gray_sigma25.yml [--surrogates S.pth] [--latency]
 
 The options file is the teacher's test options (``network_g: {type: Restormer, ...}``, ``path.pretrain_network_g``
 its trained weights, ``datasets.train`` the images whose features the surrogates learn on, a ``val`` dataset the
@@ -12,8 +12,9 @@ checked before any work, one line per mistake. Outputs go to ``experiments/<name
   and ``distill_log.json`` (every ``print_freq`` iterations, each block's loss term);
 * ``search``: ``search.json`` / ``.csv`` / ``.md`` (every candidate scored, the Pareto front, the best at
   ``lambda``), ``search.png`` (PSNR against transformer blocks kept, or against measured latency with
-  ``--latency``), and per front point ``hybrid_<k>.pth``, the assembled hybrid's weights, with its ``network_g``
-  (``type: RestormerHybrid``) in the JSON: ``basicsr train`` fine-tunes it from there and QDR quantizes it.
+  ``--latency``), and for each front point, the best and the teacher ``hybrid_<k>.pth``, the assembled hybrid's
+  weights, with its ``network_g`` (``type: RestormerHybrid``) in the JSON, and with ``hybrid.finetune.template``
+  ``hybrid_<k>.yml``, the options with which ``basicsr train`` fine-tunes it and QDR quantizes it.
 """
 
 from __future__ import annotations
