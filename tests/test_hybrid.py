@@ -195,6 +195,8 @@ def test_basicsr_hybrid_distill_then_search_writes_a_hybrid_that_loads(workdir, 
     assert result['evaluated'] == 8 * 9 // 2 + 1 and (folder / 'search.png').stat().st_size > 0
     best = next(r for r in result['rows'] if r['best'])
     assert any(not r['surrogates_list'] for r in result['rows'])  # the teacher is always a row
+    front = [r for r in result['rows'] if r['on_front']]
+    assert front and all(a['kept'] < b['kept'] and a['psnr'] < b['psnr'] for a, b in zip(front, front[1:]))
     net = build_network(dict(best['network_g']))
     net.load_state_dict(torch.load(best['checkpoint'], weights_only=True)['params'], strict=True)
     assert 'best at lambda 0.01' in capsys.readouterr().out

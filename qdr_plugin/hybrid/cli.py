@@ -55,7 +55,8 @@ from .scoring import mean_psnr
 from .search import Candidate, SearchResult, beam_search, pareto_front
 
 SEARCH_COLUMNS = [('label', 'hybrid', ''), ('surrogates', 'replaced', ''), ('kept', 'transformer blocks', 'd'),
-                  ('psnr', 'val PSNR (dB)', '.3f'), ('objective', 'J', '.3f'), ('latency_ms', 'ms (median)', '.2f'),
+                  ('psnr', 'val PSNR (dB)', '.3f'), ('objective', 'J', '.3f'), ('on_front', 'on the front', ''),
+                  ('best', 'best J', ''), ('latency_ms', 'ms (median)', '.2f'),
                   ('latency_range', 'ms (min-max)', '')]
 
 
@@ -270,7 +271,8 @@ def _front_rows(opt: dict[str, Any], teacher: Restormer, result: SearchResult, s
         atomic_torch_save({'params': hybrid_state_dict(teacher_state, surrogate_state, blocks)}, path)
         rows.append({'label': f'hybrid_{k}', 'surrogates': ' '.join(cand.units) or '-',
                      'surrogates_list': list(cand.units), 'kept': cand.kept, 'psnr': cand.psnr,
-                     'objective': cand.objective(result.lam), 'best': cand == result.best, 'checkpoint': str(path),
+                     'objective': cand.objective(result.lam), 'best': cand == result.best,
+                     'on_front': cand in result.front, 'checkpoint': str(path),
                      'network_g': hybrid_network_opt(opt['network_g'], cand.units, surrogate_opt),
                      'latency_ms': None, 'latency_range': None})
     return rows

@@ -17,8 +17,9 @@ from .search import Candidate
 
 def plot_front(rows: Sequence[Mapping[str, Any]], evaluated: Sequence[Candidate], path: str | Path,
                measured: bool = False) -> Path:
-    """Grey dots: every scored candidate (blocks kept); line and labels: the front ``rows``. With ``measured``,
-    the front against its median latency (error bars: min-max) instead."""
+    """Grey dots: every scored candidate (blocks kept); line: the ``rows`` on the front (``on_front``); crosses: the
+    other rows (the teacher, the best). With ``measured``, every row against its median latency (error bars:
+    min-max) instead. Every row is labelled."""
     fig = Figure(figsize=(6, 4.5), layout='constrained')
     FigureCanvasAgg(fig)
     ax = fig.subplots()
@@ -30,8 +31,12 @@ def plot_front(rows: Sequence[Mapping[str, Any]], evaluated: Sequence[Candidate]
         ax.set_xlabel('FP32 ONNX Runtime latency, median (ms)')
     else:
         ax.scatter([c.kept for c in evaluated], [c.psnr for c in evaluated], s=12, c='0.7', label='scored')
-        ordered = sorted(rows, key=lambda r: r['kept'])
-        ax.plot([r['kept'] for r in ordered], [r['psnr'] for r in ordered], 'o-', label='front')
+        front = sorted((r for r in rows if r['on_front']), key=lambda r: r['kept'])
+        ax.plot([r['kept'] for r in front], [r['psnr'] for r in front], 'o-', label='front')
+        others = [r for r in rows if not r['on_front']]
+        if others:
+            ax.scatter([r['kept'] for r in others], [r['psnr'] for r in others], marker='x', c='C3',
+                       label='teacher / best, off the front')
         ax.set_xlabel('transformer blocks kept')
         ax.legend()
     for row in rows:
