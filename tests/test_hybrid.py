@@ -159,33 +159,27 @@ def test_interleaved_latency_reports_median_and_range_per_file(tmp_path, one_thr
 
 @pytest.fixture
 def hybrid_options(workdir):
-    """``hybrid_options(**overrides) -> path`` of a tiny ``basicsr hybrid`` options file with a trained-looking
-    teacher checkpoint in ``workdir``."""
+    """``hybrid_options(**overrides) -> path`` of a tiny ``basicsr hybrid`` options file in ``workdir``: a QDR
+    training file of a Restormer teacher (a saved random one) with a ``hybrid:`` block."""
     torch.save({'params': _teacher().state_dict()}, workdir / 'teacher.pth')
 
     def write(**overrides) -> str:
-        opt = {'name': 'tiny_hybrid', 'model_type': 'SRModel', 'num_gpu': 0, 'manual_seed': 0,
-               'datasets': copy.deepcopy(TINY_OPTIONS['datasets']), 'network_g': {'type': 'Restormer', **TINY},
-               'path': {'pretrain_network_g': 'teacher.pth', 'strict_load_g': True},
-               'val': {'save_img': False, 'metrics': copy.deepcopy(TINY_OPTIONS['val']['metrics'])},
-               'hybrid': {'surrogate': dict(SURROGATE), 'distill': {'total_iter': 3, 'print_freq': 1},
-                          'search': {'lambda': 0.01, 'beam': 1, 'val_images': 1}}}
-        for key, value in overrides.items():
-            opt[key] = value
+        opt = copy.deepcopy(TINY_OPTIONS)
+        opt.update(name='tiny_hybrid', network_g={'type': 'Restormer', **TINY},
+                   path={'pretrain_network_g': 'teacher.pth', 'strict_load_g': True},
+                   hybrid={'surrogate': dict(SURROGATE), 'distill': {'total_iter': 3, 'print_freq': 1},
+                           'search': {'lambda': 0.01, 'beam': 1, 'val_images': 1}})
+        opt.update(overrides)
         (workdir / 'hybrid.yml').write_text(yaml.safe_dump(opt, sort_keys=False))
         return 'hybrid.yml'
 
     return write
 
 
-def test_basicsr_hybrid_distill_then_search_writes_a_hybrid_that_loads(workdir, hybrid_options, write_options, capsys,
-                                                                       one_thread):
+def test_basicsr_hybrid_distill_then_search_writes_a_hybrid_that_loads(workdir, hybrid_options, capsys, one_thread):
     from qdr_plugin.cli import main
 
-    template = write_options('template')  # a QDR options file: the fine-tune files are made from it
-    path = hybrid_options(hybrid={'surrogate': dict(SURROGATE), 'distill': {'total_iter': 3, 'print_freq': 1},
-                                  'search': {'lambda': 0.01, 'beam': 1, 'val_images': 1},
-                                  'finetune': {'template': template.name, 'overrides': {'train': {'total_iter': 2}}}})
+    path = hybrid_options()
     main(['hybrid', 'distill', '-opt', path])
     folder = workdir / 'experiments' / 'tiny_hybrid'
     log = json.loads((folder / 'distill_log.json').read_text())
@@ -201,9 +195,10 @@ def test_basicsr_hybrid_distill_then_search_writes_a_hybrid_that_loads(workdir, 
     net.load_state_dict(torch.load(best['checkpoint'], weights_only=True)['params'], strict=True)
     assert 'best at lambda 0.01' in capsys.readouterr().out
     finetune = yaml.safe_load((workdir / best['finetune_options']).read_text())  # checked as basicsr train does
-    assert finetune['network_g'] == best['network_g'] and finetune['train']['total_iter'] == 2
+    assert finetune['network_g'] == best['network_g'] and finetune['train'] == TINY_OPTIONS['train']
+    assert 'hybrid' not in finetune
     assert finetune['path']['pretrain_network_g'] == best['checkpoint'] and finetune['model_type'] == 'QDRModel'
-    main(['train', '-opt', best['finetune_options']])  # fine-tune (1 FP32 iteration) and QDR (1 QAT iteration)
+    main(['train', '-opt', best['finetune_options']])  # fine-tune (1 FP32 iteration) and QDR (2 QAT iterations)
     models = workdir / 'experiments' / finetune['name'] / 'models'
     main(['export', '-opt', best['finetune_options'], '--ckpt', str(models / 'net_g_latest.pth'), '--out', 'h.onnx'])
     assert (workdir / 'h.onnx').stat().st_size > 0
@@ -214,8 +209,9 @@ def test_basicsr_hybrid_distill_then_search_writes_a_hybrid_that_loads(workdir, 
     ({'hybrid': {'surrogate': {'scan_steps': 40}}}, 'hybrid.surrogate.scan_steps: must be an integer from 1 to 12'),
     ({'network_g': {'type': 'EFM', 'in_ch': 1}}, 'network_g.type: the teacher of the hybrid commands must be'),
     ({'path': {'pretrain_network_g': None}}, 'path.pretrain_network_g: the teacher needs its trained weights'),
-    ({'hybrid': {'finetune': {'template': 'nope.yml'}}}, 'hybrid.finetune.template: options file not found'),
-], ids=['search-key-typo', 'scan-steps', 'teacher-type', 'no-teacher-weights', 'finetune-template'])
+    ({'train': {**TINY_OPTIONS['train'], 'fp32_warmup_iter': 5}},
+     'train.fp32_warmup_iter: must be <= train.total_iter'),
+], ids=['search-key-typo', 'scan-steps', 'teacher-type', 'no-teacher-weights', 'fine-tune-schedule'])
 def test_bad_hybrid_options_stop_with_one_line(hybrid_options, capsys, change, expected):
     message = refusal(['hybrid', 'distill', '-opt', hybrid_options(**change)], capsys)
     assert expected in message and '\n' not in message

@@ -3,24 +3,26 @@
     basicsr hybrid distill -opt options/hybrid/hybrid_gray_sigma25.yml
     basicsr hybrid search  -opt options/hybrid/hybrid_gray_sigma25.yml [--surrogates S.pth] [--latency]
 
-The options file is the teacher's test options (``network_g: {type: Restormer, ...}``, ``path.pretrain_network_g``
-its trained weights, ``datasets.train`` the images whose features the surrogates learn on, a ``val`` dataset the
-search scores on, ``val.metrics``) plus a ``hybrid:`` block (:mod:`qdr_plugin.hybrid.options`); the whole file is
-checked before any work, one line per mistake. Outputs go to ``experiments/<name>/``:
+The options file is the teacher's options (``network_g: {type: Restormer, ...}``, ``path.pretrain_network_g`` its
+trained weights, ``datasets.train`` the images whose features the surrogates learn on, a ``val`` dataset the search
+scores on, ``val.metrics``; with ``train:`` / ``quant:`` / ``logger:``, a QDR training file whose schedule the
+hybrids are fine-tuned with) plus a ``hybrid:`` block (:mod:`qdr_plugin.hybrid.options`); the whole file is checked
+before any work (as training options when it has ``train:``), one line per mistake. Outputs go to
+``experiments/<name>/``:
 
 * ``distill``: ``surrogates.pth`` (``{'params': ...}``, keys ``<block>.<key>``, one surrogate per transformer block)
   and ``distill_log.json`` (every ``print_freq`` iterations, each block's loss term);
 * ``search``: ``search.json`` / ``.csv`` / ``.md`` (every candidate scored, the Pareto front, the best at
   ``lambda``), ``search.png`` (PSNR against transformer blocks kept, or against measured latency with
   ``--latency``), and for each front point, the best and the teacher ``hybrid_<k>.pth``, the assembled hybrid's
-  weights, with its ``network_g`` (``type: RestormerHybrid``) in the JSON, and with ``hybrid.finetune.template``
-  ``hybrid_<k>.yml``, the options with which ``basicsr train`` fine-tunes it and QDR quantizes it.
+  weights, with its ``network_g`` (``type: RestormerHybrid``) in the JSON, and, when the options file is a
+  training file (it has ``train:``), ``hybrid_<k>.yml``: that file with the hybrid's ``name``, ``network_g`` and
+  checkpoint, with which ``basicsr train`` fine-tunes it and QDR quantizes it.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -78,6 +80,8 @@ def read_hybrid_options(path: str, step: str) -> tuple[dict[str, Any], dict[str,
     """The options file checked as basicsr's test options, then the rules of the hybrid commands: a Restormer
     teacher with trained weights, the dataset the step needs, the ``hybrid:`` block."""
     opt = check_options_file(path, is_train=False)
+    if 'train' in opt:
+        check_options_file(path, is_train=True)  # the fine-tune schedule, before hours of distillation
     network = opt['network_g']
     if network['type'] != 'Restormer':
         raise OptionsError('network_g.type', 'the teacher of the hybrid commands must be a Restormer', network['type'],
@@ -235,9 +239,9 @@ def run_search(opt: dict[str, Any], hybrid: Mapping[str, Mapping[str, Any]], sur
         extra = _measure_front(opt, hybrid['latency'], rows, folder)
         info['spearman_kept_vs_latency'] = rows[0]['spearman']
         info['latency_front'] = _latency_front(rows)
-    if hybrid['finetune']['template']:
+    if 'train' in opt:
         for row in rows:
-            row['finetune_options'] = str(_write_finetune_options(opt['name'], row, hybrid['finetune'], folder))
+            row['finetune_options'] = str(_write_finetune_options(opt, row, folder))
     paths = write_results(folder, 'search', rows, info, markdown_table(rows, SEARCH_COLUMNS), extra)
     plot_front(rows, result.evaluated, folder / 'search.png', measured=latency)
     best = next(r for r in rows if r['best'])
@@ -278,20 +282,13 @@ def _front_rows(opt: dict[str, Any], teacher: Restormer, result: SearchResult, s
     return rows
 
 
-def _merged(base: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
-    for key, value in overrides.items():
-        base[key] = _merged(base.get(key) or {}, value) if isinstance(value, Mapping) else value
-    return base
-
-
-def _write_finetune_options(name: str, row: Mapping[str, Any], finetune: Mapping[str, Any], folder: Path) -> Path:
-    """``<folder>/<label>.yml``: the fine-tune template with the overrides, the hybrid's ``network_g`` and its
+def _write_finetune_options(opt: Mapping[str, Any], row: Mapping[str, Any], folder: Path) -> Path:
+    """``<folder>/<label>.yml``: the options without ``hybrid:``, with the hybrid's ``name``, ``network_g`` and
     assembled checkpoint as ``path.pretrain_network_g``; checked as ``basicsr train`` will check it."""
-    template = yaml.safe_load(Path(finetune['template']).read_text(encoding='utf-8'))
-    options = _merged(template, copy.deepcopy(dict(finetune['overrides'])))
-    options['name'] = f"{name}_{row['label']}"
+    options = json.loads(json.dumps({k: v for k, v in opt.items() if k != 'hybrid'}))  # plain dicts and lists
+    options['name'] = f"{opt['name']}_{row['label']}"
     options['network_g'] = dict(row['network_g'])
-    options.setdefault('path', {})['pretrain_network_g'] = row['checkpoint']
+    options['path']['pretrain_network_g'] = row['checkpoint']
     path = folder / f"{row['label']}.yml"
     atomic_write_text(path, yaml.safe_dump(options, sort_keys=False))
     check_options_file(str(path), is_train=True)

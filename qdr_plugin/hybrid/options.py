@@ -5,11 +5,6 @@
       distill: {total_iter: 2000, lr: 1.0e-3, distance: mse, normalize: true, print_freq: 100}
       search: {lambda: 0.02, granularity: stage, beam: 2, max_evals: ~, val_images: 8}
       latency: {size: 256, rounds: 20, threads: 1}
-      finetune: {template: options/hybrid/restormer_gray_sigma25.yml, overrides: {train: {total_iter: 4000}}}
-
-``finetune`` (optional): for every hybrid of the search's table, ``basicsr hybrid search`` writes a ready
-fine-tune options file, the ``template`` (a QDR options file) with ``overrides`` merged in and ``name``,
-``network_g`` and ``path.pretrain_network_g`` set to the hybrid's.
 
 Every key has a default; an unknown key, a value of the wrong type or out of range is an
 :class:`~qdr_plugin.option_rules.OptionsError` at its key path. ``hybrid.surrogate`` holds the surrogate keys of
@@ -19,27 +14,15 @@ Every key has a default; an unknown key, a value of the wrong type or out of ran
 from __future__ import annotations
 
 from collections.abc import Mapping
-from os import path as osp
 from typing import Any
 
-from qdr_plugin.option_rules import (
-    OptionsError,
-    OptionsPathError,
-    check_keys,
-    looked_in,
-    need_bool,
-    need_choice,
-    need_dict,
-    need_int,
-    need_number,
-)
+from qdr_plugin.option_rules import check_keys, need_bool, need_choice, need_dict, need_int, need_number
 
 DEFAULTS: dict[str, dict[str, Any]] = {
     'surrogate': {'ssm_expand': 1.0, 'scan_steps': 8},
     'distill': {'total_iter': 2000, 'lr': 1e-3, 'distance': 'mse', 'normalize': True, 'print_freq': 100},
     'search': {'lambda': 0.02, 'granularity': 'stage', 'beam': 2, 'max_evals': None, 'val_images': 8},
     'latency': {'size': 256, 'rounds': 20, 'threads': 1},
-    'finetune': {'template': None, 'overrides': {}},
 }
 """Each sub-block's keys and their defaults."""
 
@@ -53,7 +36,7 @@ def hybrid_options(opt: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         given = need_dict(block, 'hybrid', name) or {}
         check_keys(given, f'hybrid.{name}', defaults)
         out[name] = {**defaults, **{k: v for k, v in given.items() if v is not None}}
-    d, q, t, f = (out[k] for k in ('distill', 'search', 'latency', 'finetune'))
+    d, q, t = (out[k] for k in ('distill', 'search', 'latency'))
     need_int(d, 'hybrid.distill', 'total_iter', 1, example='2000')
     need_number(d, 'hybrid.distill', 'lr', above=True, example='1.0e-3')
     need_choice(d, 'hybrid.distill', 'distance', ('mse', 'l1'))
@@ -67,12 +50,4 @@ def hybrid_options(opt: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     need_int(t, 'hybrid.latency', 'size', 8, example='256')
     need_int(t, 'hybrid.latency', 'rounds', 1, example='20')
     need_int(t, 'hybrid.latency', 'threads', 1, example='1')
-    template = f['template']
-    if template is not None and not (isinstance(template, str) and osp.isfile(template)):
-        raise OptionsPathError('hybrid.finetune.template', f'options file not found{looked_in(str(template))}',
-                               template, 'Give the QDR options file the fine-tune files are made from (relative '
-                               'paths start from the working directory), or remove the key.')
-    if not isinstance(f['overrides'], Mapping):
-        raise OptionsError('hybrid.finetune.overrides', 'must be a block of key: value pairs', f['overrides'],
-                           'Write overrides: {train: {total_iter: 4000}}.')
     return out
