@@ -63,12 +63,13 @@ SEARCH_COLUMNS = [('label', 'hybrid', ''), ('surrogates', 'replaced', ''), ('kep
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog='basicsr hybrid', description=__doc__.split('\n\n')[0])
+    parser = argparse.ArgumentParser(prog='basicsr hybrid', description='Distil state-space surrogates of a trained '
+                                     'Restormer, then search the hybrid (docs/hybrid.md).')
     sub = parser.add_subparsers(dest='step', required=True)
     distill = sub.add_parser('distill', help='train one SSM surrogate per transformer block of the teacher')
     search = sub.add_parser('search', help='search the hybrid (transformer / surrogate per block or stage)')
     for p in (distill, search):
-        p.add_argument('-opt', required=True, help='the options YAML (teacher test options + hybrid: block)')
+        p.add_argument('-opt', required=True, help="the options YAML (the teacher's options + a hybrid: block)")
     search.add_argument('--surrogates', help='surrogate weights (default experiments/<name>/surrogates.pth)')
     search.add_argument('--latency', action='store_true',
                         help='also measure the front in ONNX Runtime (FP32, interleaved) and rank-check the proxy')
