@@ -168,7 +168,8 @@ def hybrid_options(workdir):
         opt.update(name='tiny_hybrid', network_g={'type': 'Restormer', **TINY},
                    path={'pretrain_network_g': 'teacher.pth', 'strict_load_g': True},
                    hybrid={'surrogate': dict(SURROGATE), 'distill': {'total_iter': 3, 'print_freq': 1},
-                           'search': {'lambda': 0.01, 'beam': 1, 'val_images': 1}})
+                           'search': {'lambda': 0.01, 'beam': 1, 'val_images': 1},
+                           'latency': {'size': 16, 'rounds': 1}})
         opt.update(overrides)
         (workdir / 'hybrid.yml').write_text(yaml.safe_dump(opt, sort_keys=False))
         return 'hybrid.yml'
@@ -184,8 +185,10 @@ def test_basicsr_hybrid_distill_then_search_writes_a_hybrid_that_loads(workdir, 
     folder = workdir / 'experiments' / 'tiny_hybrid'
     log = json.loads((folder / 'distill_log.json').read_text())
     assert [e['iter'] for e in log] == [1, 2, 3] and log[-1]['total'] < log[0]['total'] + 1e-6
-    main(['hybrid', 'search', '-opt', path])
+    main(['hybrid', 'search', '-opt', path, '--latency'])  # the measured path runs; its numbers mean nothing here
     result = json.loads((folder / 'search.json').read_text())
+    assert all(r['latency_ms'] > 0 for r in result['rows']) and -1 <= result['spearman_kept_vs_latency'] <= 1
+    assert set(result['latency_front']) <= {r['label'] for r in result['rows']}
     assert result['evaluated'] == 8 * 9 // 2 + 1 and (folder / 'search.png').stat().st_size > 0
     best = next(r for r in result['rows'] if r['best'])
     assert any(not r['surrogates_list'] for r in result['rows'])  # the teacher is always a row

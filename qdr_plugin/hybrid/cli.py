@@ -58,8 +58,8 @@ from .search import Candidate, SearchResult, beam_search, pareto_front
 
 SEARCH_COLUMNS = [('label', 'hybrid', ''), ('surrogates', 'replaced', ''), ('kept', 'transformer blocks', 'd'),
                   ('psnr', 'val PSNR (dB)', '.3f'), ('objective', 'J', '.3f'), ('on_front', 'on the front', ''),
-                  ('best', 'best J', ''), ('latency_ms', 'ms (median)', '.2f'),
-                  ('latency_range', 'ms (min-max)', '')]
+                  ('best', 'best J', ''), ('latency_ms', 'ms (median)', '.2f'), ('latency_min_ms', 'min', '.2f'),
+                  ('latency_max_ms', 'max', '.2f')]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -279,7 +279,7 @@ def _front_rows(opt: dict[str, Any], teacher: Restormer, result: SearchResult, s
                      'objective': cand.objective(result.lam), 'best': cand == result.best,
                      'on_front': cand in result.front, 'checkpoint': str(path),
                      'network_g': hybrid_network_opt(opt['network_g'], cand.units, surrogate_opt),
-                     'latency_ms': None, 'latency_range': None})
+                     'latency_ms': None, 'latency_min_ms': None, 'latency_max_ms': None})
     return rows
 
 
@@ -312,8 +312,7 @@ def _measure_front(opt: dict[str, Any], settings: Mapping[str, Any], rows: list[
                                        threads=settings['threads'])
     for row in rows:
         m = measured[row['label']]
-        row['latency_ms'] = m['median_ms']
-        row['latency_range'] = f"{m['min_ms']:.2f}-{m['max_ms']:.2f}"
+        row['latency_ms'], row['latency_min_ms'], row['latency_max_ms'] = m['median_ms'], m['min_ms'], m['max_ms']
     rho = spearman([r['kept'] for r in rows], [r['latency_ms'] for r in rows])
     for row in rows:
         row['spearman'] = rho

@@ -25,8 +25,8 @@ def plot_front(rows: Sequence[Mapping[str, Any]], evaluated: Sequence[Candidate]
     ax = fig.subplots()
     if measured:
         xs = [r['latency_ms'] for r in rows]
-        lows = [x - float(r['latency_range'].split('-')[0]) for x, r in zip(xs, rows)]
-        highs = [float(r['latency_range'].split('-')[1]) - x for x, r in zip(xs, rows)]
+        lows = [x - r['latency_min_ms'] for x, r in zip(xs, rows)]
+        highs = [r['latency_max_ms'] - x for x, r in zip(xs, rows)]
         ax.errorbar(xs, [r['psnr'] for r in rows], xerr=[lows, highs], fmt='o', capsize=3)
         ax.set_xlabel('FP32 ONNX Runtime latency, median (ms)')
     else:
