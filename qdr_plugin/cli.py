@@ -6,6 +6,7 @@
     basicsr ptq    -opt X.yml --ckpt fp32.pth --out ptq.onnx --calib {minmax,percentile,entropy}
     basicsr infer  -opt X.yml (--ckpt model.pth | --onnx model.onnx) -i in_dir -o out_dir [--tile 256]
     basicsr bench  [-opt X.yml] --model NAME=PATH [--model ...] [--task T] [--datasets ...] [--sensitivity] [--detect]
+    basicsr hybrid {distill,search} -opt X.yml [--latency]
 
 ``train`` and ``test`` hand every flag after the sub-command to basicsr's own ``parse_options`` unchanged, with the
 plugin registered first and ``root_path`` = the current directory (``experiments/``, ``results/`` and
@@ -36,6 +37,8 @@ COMMANDS = {
     'bench': ('benchmark FP32 / INT8 models on the standard sets (PSNR, SSIM, retention, speed, sensitivity, '
               'downstream detection)',
               'qdr_plugin.bench.bench_cli:main'),
+    'hybrid': ('distil state-space surrogates of a Restormer\'s blocks, then search the hybrid '
+               '(distill / search)', 'qdr_plugin.hybrid.cli:main'),
 }
 
 

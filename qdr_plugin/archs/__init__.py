@@ -9,5 +9,8 @@ from .gcanet_arch import GCANet
 from .hybridmix_arch import HybridMixUNet
 from .iat_arch import IAT
 from .prenet_arch import PReNet
+from .restormer_arch import Restormer
+from .ssm_hybrid_arch import RestormerHybrid
 
-__all__ = ['AODNet', 'DnCNN', 'EFM', 'GCANet', 'HybridMixUNet', 'IAT', 'PReNet', 'basicsr_defaults']
+__all__ = ['AODNet', 'DnCNN', 'EFM', 'GCANet', 'HybridMixUNet', 'IAT', 'PReNet', 'Restormer', 'RestormerHybrid',
+           'basicsr_defaults']

@@ -61,9 +61,9 @@ DFD_LAYERS: dict[str, str | Callable[[nn.Module], str]] = {
 }
 """Default DFD layer of basicsr's archs by class name: a module name, or a function of the network giving one."""
 
-INPUT_CHANNEL_KEYS = ('in_ch', 'num_in_ch', 'in_chans', 'in_channels')
+INPUT_CHANNEL_KEYS = ('in_ch', 'num_in_ch', 'in_chans', 'in_channels', 'inp_channels')
 """The ``network_g`` keys under which archs take their input channel count (ours, most of basicsr's, SwinIR,
-RIDNet)."""
+RIDNet, Restormer)."""
 
 EXAMPLE_SIZE = 64
 

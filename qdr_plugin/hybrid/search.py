@@ -1,0 +1,107 @@
+r"""The network search: which units (blocks or stages) of a network to replace by their surrogates.
+
+A candidate :math:`S` is a set of replaced units; with :math:`T(S)` the transformer blocks it keeps and
+:math:`\mathrm{PSNR}(S)` the validation PSNR of the assembled hybrid (no retraining), the search maximises
+
+.. math::
+
+    J(S) = \mathrm{PSNR}(S) - \lambda\, T(S)
+
+(``lambda`` in dB per transformer block kept: the latency proxy, no profiling in the loop). Beam search over the
+number of replaced units: from the teacher (:math:`S = \emptyset`), each level extends every kept candidate by one
+more unit, scores the new candidates (each set scored once: a cache by set), keeps the ``beam`` best by :math:`J`,
+and stops when every unit is replaced or ``max_evals`` candidates are scored. ``beam = 1`` is the greedy search
+(:math:`u(u+1)/2 + 1` scores for ``u`` units); ``beam = b`` costs at most about ``b`` times that.
+
+Every scored candidate is kept, and the result has their Pareto front: the candidates that no other beats in both
+PSNR (higher) and transformer blocks kept (fewer), or in PSNR and measured latency once that is known
+(:func:`pareto_front` with another cost).
+
+Plain Python: ``evaluate`` is any function from a tuple of unit names to a PSNR.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One scored hybrid: the replaced ``units`` (in unit order), its validation ``psnr``, the transformer blocks
+    it ``kept``."""
+
+    units: tuple[str, ...]
+    psnr: float
+    kept: int
+
+    def objective(self, lam: float) -> float:
+        """``J = psnr - lam * kept``."""
+        return self.psnr - lam * self.kept
+
+
+@dataclass
+class SearchResult:
+    """What :func:`beam_search` found: the ``best`` candidate by ``J`` at ``lam``, every candidate scored in the
+    order scored, and their Pareto front (PSNR against transformer blocks kept, fewest blocks first)."""
+
+    best: Candidate
+    evaluated: list[Candidate]
+    front: list[Candidate]
+    lam: float
+    units: list[str] = field(default_factory=list)
+
+
+def pareto_front(candidates: Sequence[Candidate], cost: Callable[[Candidate], float] = lambda c: c.kept
+                 ) -> list[Candidate]:
+    """The candidates no other beats in both PSNR (higher) and ``cost`` (lower; default: transformer blocks kept),
+    cheapest first."""
+    front: list[Candidate] = []
+    for cand in sorted(candidates, key=lambda c: (cost(c), -c.psnr)):
+        if not front or cand.psnr > front[-1].psnr:  # within one cost the best PSNR comes first
+            front.append(cand)
+    return front
+
+
+def beam_search(units: Sequence[str], blocks: Sequence[int], evaluate: Callable[[tuple[str, ...]], float],
+                lam: float, beam: int = 2, max_evals: int | None = None) -> SearchResult:
+    """Beam search of the module docstring.
+
+    Args:
+        units: the names of the swappable units, in network order. blocks: the transformer blocks in each unit.
+        evaluate: the validation PSNR of the hybrid replacing the given units.
+        lam: dB per transformer block kept. beam: candidates kept per level (1: greedy).
+        max_evals: stop after this many scores (``None``: until every unit is replaced).
+    """
+    if len(units) != len(blocks) or len(set(units)) != len(units):
+        raise ValueError('units must be distinct names, one block count each.')
+    if beam < 1:
+        raise ValueError(f'beam must be >= 1, got {beam}.')
+    order = {u: i for i, u in enumerate(units)}
+    total = sum(blocks)
+    size = dict(zip(units, blocks))
+    scored: dict[tuple[str, ...], Candidate] = {}
+
+    def score(chosen: tuple[str, ...]) -> Candidate:
+        if chosen not in scored:
+            kept = total - sum(size[u] for u in chosen)
+            scored[chosen] = Candidate(chosen, float(evaluate(chosen)), kept)
+        return scored[chosen]
+
+    def budget_left() -> bool:
+        return max_evals is None or len(scored) < max_evals
+
+    level = [score(())]
+    while level and budget_left():
+        children = []
+        for parent in level:
+            for unit in units:
+                if unit in parent.units or not budget_left():
+                    continue
+                chosen = tuple(sorted((*parent.units, unit), key=order.__getitem__))
+                if chosen not in {c.units for c in children}:
+                    children.append(score(chosen))
+        level = sorted(children, key=lambda c: -c.objective(lam))[:beam]
+    evaluated = list(scored.values())
+    best = max(evaluated, key=lambda c: c.objective(lam))
+    return SearchResult(best, evaluated, pareto_front(evaluated), lam, list(units))

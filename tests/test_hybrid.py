@@ -1,0 +1,247 @@
+"""Hybrid restorers: surrogate distillation, the search, assembling a hybrid from the search's output, its QDR
+quantization and INT8 export, the ``basicsr hybrid`` command end to end, and its refusals."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+
+import pytest
+import torch
+import yaml
+from basicsr.archs import build_network
+from conftest import TINY_OPTIONS, refusal
+from test_layering import PACKAGE, _imports
+
+from qdr_plugin.archs.restormer_arch import Restormer
+from qdr_plugin.archs.ssm_hybrid_arch import RestormerHybrid, expand_surrogates
+from qdr_plugin.deploy.onnx_export import export_onnx
+from qdr_plugin.hybrid import (
+    Candidate,
+    SurrogateDistiller,
+    beam_search,
+    block_io,
+    hybrid_state_dict,
+    interleaved_latency,
+    pareto_front,
+    spearman,
+    swapped,
+)
+from qdr_plugin.hybrid.cli import hybrid_network_opt, make_surrogates
+from qdr_plugin.hybrid.scoring import mean_psnr
+from qdr_plugin.prepare import prepare
+from qdr_plugin.quant import QuantConfig
+
+TINY = {'inp_channels': 1, 'out_channels': 1, 'dim': 8, 'num_blocks': [1, 1, 1, 1], 'num_refinement_blocks': 1}
+SURROGATE = {'ssm_expand': 1.0, 'scan_steps': 4}
+
+
+def _teacher() -> Restormer:
+    torch.manual_seed(0)
+    return Restormer(**TINY).eval().requires_grad_(False)
+
+
+def _trained_surrogates(teacher: Restormer) -> dict:
+    """Surrogates that change the output (as trained ones do): random output projections."""
+    torch.manual_seed(1)
+    surrogates = make_surrogates(teacher, SURROGATE)
+    for s in surrogates.values():
+        torch.nn.init.normal_(s.out_proj.weight, std=0.2)
+        s.eval()
+    return surrogates
+
+
+def _pairs(count: int = 2) -> list:
+    torch.manual_seed(2)
+    gts = [torch.rand(1, 16, 16) for _ in range(count)]
+    return [((gt + 0.1 * torch.randn_like(gt)).clamp(0, 1), gt) for gt in gts]
+
+
+def test_one_teacher_forward_captures_every_block_input_and_output():
+    teacher = _teacher()
+    names = teacher.block_names()
+    with block_io(teacher, names) as captured, torch.no_grad():
+        teacher(torch.rand(1, 1, 16, 16))
+    assert list(captured) == names  # forward order
+    for name, (inp, out) in captured.items():
+        torch.testing.assert_close(teacher.get_submodule(name)(inp), out)
+    assert not any(m._forward_hooks for m in teacher.modules())  # hooks removed
+
+
+def test_distillation_lowers_every_block_loss_from_the_identity_start(one_thread):
+    teacher = _teacher()
+    distiller = SurrogateDistiller(teacher, make_surrogates(teacher, SURROGATE), lr=5e-3)
+    torch.manual_seed(3)
+    images = torch.rand(2, 1, 16, 16)
+    before = distiller.evaluate(images)
+    assert before['total'] == pytest.approx(1.0)  # identity start: each normalised term is 1
+    for _ in range(15):
+        distiller.step(images)
+    after = distiller.evaluate(images)
+    assert after['total'] < 0.9 * before['total']
+    assert all(after[name] < before[name] for name in teacher.block_names())
+    state = distiller.state_dict()
+    assert 'latent.0.in_proj.weight' in state and 'refinement.0.decay_bias' in state
+    assert all(not p.requires_grad for p in teacher.parameters())
+
+
+def test_search_scores_each_set_once_returns_a_pareto_front_and_follows_lambda(one_thread):
+    teacher, pairs = _teacher(), _pairs()
+    surrogates = _trained_surrogates(teacher)
+    units = ['encoder_level1', 'latent', 'decoder_level1', 'refinement']
+    calls = []
+
+    def evaluate(chosen):
+        calls.append(chosen)
+        with swapped(teacher, {b: surrogates[b] for b in expand_surrogates(chosen, teacher.block_names())}):
+            return mean_psnr(teacher, pairs)
+
+    greedy = beam_search(units, [1] * 4, evaluate, lam=0.0, beam=1)
+    assert len(calls) == len(set(calls)) == len(greedy.evaluated) == 4 * 5 // 2 + 1
+    assert greedy.best.psnr == max(c.psnr for c in greedy.evaluated)  # lambda 0: the best PSNR
+    front = greedy.front
+    assert [c.kept for c in front] == sorted(c.kept for c in front)
+    assert all(a.psnr < b.psnr for a, b in zip(front, front[1:]))
+    def dominates(a, b):
+        return a.kept <= b.kept and a.psnr >= b.psnr and (a.kept, a.psnr) != (b.kept, b.psnr)
+
+    assert not any(dominates(c, f) for f in front for c in greedy.evaluated)  # no scored set beats a front point
+    assert all(c in front or any(dominates(f, c) for f in front) for c in greedy.evaluated)  # the rest lose to one
+    heavy = beam_search(units, [1] * 4, evaluate, lam=100.0, beam=2)
+    assert heavy.best.kept == 0 and len(heavy.best.units) == 4
+    mid = beam_search(units, [1] * 4, evaluate, lam=0.05, beam=2, max_evals=6)
+    assert len(mid.evaluated) == 6
+    assert mid.best.objective(0.05) == max(c.objective(0.05) for c in mid.evaluated)
+
+
+def test_pareto_front_and_spearman():
+    cands = [Candidate(('a',), 30.0, 2), Candidate(('b',), 29.0, 2), Candidate(('a', 'b'), 29.5, 1),
+             Candidate((), 31.0, 3), Candidate(('c',), 29.0, 1)]
+    assert [c.units for c in pareto_front(cands)] == [('a', 'b'), ('a',), ()]
+    assert spearman([1, 2, 3, 4], [10, 20, 25, 40]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    assert spearman([1, 1, 2], [5, 6, 7]) == pytest.approx(math.sqrt(3) / 2)
+    assert math.isnan(spearman([1, 1], [2, 3]))
+
+
+def test_hybrid_from_the_search_output_builds_loads_quantizes_and_exports(tmp_path, onnx_parity, one_thread):
+    teacher = _teacher()
+    surrogates = _trained_surrogates(teacher)
+    surrogate_state = {f'{n}.{k}': v for n, s in surrogates.items() for k, v in s.state_dict().items()}
+    units = ('encoder_level2', 'latent.0', 'decoder_level1')
+    blocks = expand_surrogates(units, teacher.block_names())
+    network_opt = hybrid_network_opt({'type': 'Restormer', **TINY}, units, SURROGATE)
+    net = build_network(dict(network_opt))
+    assert isinstance(net, RestormerHybrid) and net.surrogates == blocks
+    net.load_state_dict(hybrid_state_dict(teacher.state_dict(), surrogate_state, blocks), strict=True)
+    x = torch.rand(1, 1, 20, 28)
+    with torch.no_grad(), swapped(teacher, {b: surrogates[b] for b in blocks}):
+        torch.testing.assert_close(net.eval()(x), teacher(x))
+
+    torch.manual_seed(4)
+    prepared = prepare(net, network_opt, QuantConfig(), [torch.rand(1, 1, 24, 24) for _ in range(2)])
+    assert prepared.calibrated > 0
+    path = export_onnx(prepared.network, tmp_path / 'hybrid_int8.onnx', 1)
+    max_abs, psnr = onnx_parity(path, prepared.network, x)
+    assert max_abs <= 2 / 255 and psnr >= 50  # the parity bound of docs/deployment.md
+
+
+def test_interleaved_latency_reports_median_and_range_per_file(tmp_path, one_thread):
+    files = {name: export_onnx(build_network({'type': 'RestormerHybrid', **TINY, 'surrogates': units, **SURROGATE}),
+                               tmp_path / f'{name}.onnx', 1, fp32=True)
+             for name, units in (('teacher', []), ('hybrid', ['latent']))}
+    measured = interleaved_latency(files, channels=1, size=16, rounds=2, warmup=1)
+    assert set(measured) == {'teacher', 'hybrid'}
+    for m in measured.values():
+        assert 0 < m['min_ms'] <= m['median_ms'] <= m['max_ms']
+
+
+@pytest.fixture
+def hybrid_options(workdir):
+    """``hybrid_options(**overrides) -> path`` of a tiny ``basicsr hybrid`` options file in ``workdir``: a QDR
+    training file of a Restormer teacher (a saved random one) with a ``hybrid:`` block."""
+    torch.save({'params': _teacher().state_dict()}, workdir / 'teacher.pth')
+
+    def write(**overrides) -> str:
+        opt = copy.deepcopy(TINY_OPTIONS)
+        opt.update(name='tiny_hybrid', network_g={'type': 'Restormer', **TINY},
+                   path={'pretrain_network_g': 'teacher.pth', 'strict_load_g': True},
+                   hybrid={'surrogate': dict(SURROGATE), 'distill': {'total_iter': 3, 'print_freq': 1},
+                           'search': {'lambda': 0.01, 'beam': 1, 'val_images': 1},
+                           'latency': {'size': 16, 'rounds': 1}})
+        opt.update(overrides)
+        (workdir / 'hybrid.yml').write_text(yaml.safe_dump(opt, sort_keys=False))
+        return 'hybrid.yml'
+
+    return write
+
+
+def test_basicsr_hybrid_distill_then_search_writes_a_hybrid_that_loads(workdir, hybrid_options, capsys, one_thread):
+    from qdr_plugin.cli import main
+
+    path = hybrid_options()
+    main(['hybrid', 'distill', '-opt', path])
+    folder = workdir / 'experiments' / 'tiny_hybrid'
+    log = json.loads((folder / 'distill_log.json').read_text())
+    assert [e['iter'] for e in log] == [1, 2, 3] and log[-1]['total'] < log[0]['total'] + 1e-6
+    main(['hybrid', 'search', '-opt', path, '--latency'])  # the measured path runs; its numbers mean nothing here
+    result = json.loads((folder / 'search.json').read_text())
+    assert all(r['latency_ms'] > 0 for r in result['rows']) and -1 <= result['spearman_kept_vs_latency'] <= 1
+    assert set(result['latency_front']) <= {r['label'] for r in result['rows']}
+    assert result['evaluated'] == 8 * 9 // 2 + 1 and (folder / 'search.png').stat().st_size > 0
+    best = next(r for r in result['rows'] if r['best'])
+    assert any(not r['surrogates_list'] for r in result['rows'])  # the teacher is always a row
+    front = [r for r in result['rows'] if r['on_front']]
+    assert front and all(a['kept'] < b['kept'] and a['psnr'] < b['psnr'] for a, b in zip(front, front[1:]))
+    net = build_network(dict(best['network_g']))
+    net.load_state_dict(torch.load(best['checkpoint'], weights_only=True)['params'], strict=True)
+    assert 'best at lambda 0.01' in capsys.readouterr().out
+    finetune = yaml.safe_load((workdir / best['finetune_options']).read_text())  # checked as basicsr train does
+    assert finetune['network_g'] == best['network_g'] and finetune['train'] == TINY_OPTIONS['train']
+    assert 'hybrid' not in finetune
+    assert finetune['path']['pretrain_network_g'] == best['checkpoint'] and finetune['model_type'] == 'QDRModel'
+    main(['train', '-opt', best['finetune_options']])  # fine-tune (1 FP32 iteration) and QDR (2 QAT iterations)
+    models = workdir / 'experiments' / finetune['name'] / 'models'
+    main(['export', '-opt', best['finetune_options'], '--ckpt', str(models / 'net_g_latest.pth'), '--out', 'h.onnx'])
+    assert (workdir / 'h.onnx').stat().st_size > 0
+
+
+@pytest.mark.parametrize(('change', 'expected'), [
+    ({'hybrid': {'search': {'lamda': 0.1}}}, "hybrid.search.lamda: unknown key 'lamda'"),
+    ({'hybrid': {'surrogate': {'scan_steps': 40}}}, 'hybrid.surrogate.scan_steps: must be an integer from 1 to 12'),
+    ({'network_g': {'type': 'EFM', 'in_ch': 1}}, 'network_g.type: the teacher of the hybrid commands must be'),
+    ({'path': {'pretrain_network_g': None}}, 'path.pretrain_network_g: the teacher needs its trained weights'),
+    ({'train': {**TINY_OPTIONS['train'], 'fp32_warmup_iter': 5}},
+     'train.fp32_warmup_iter: must be <= train.total_iter'),
+], ids=['search-key-typo', 'scan-steps', 'teacher-type', 'no-teacher-weights', 'fine-tune-schedule'])
+def test_bad_hybrid_options_stop_with_one_line(hybrid_options, capsys, change, expected):
+    message = refusal(['hybrid', 'distill', '-opt', hybrid_options(**change)], capsys)
+    assert expected in message and '\n' not in message
+
+
+def test_surrogates_of_another_teacher_are_refused_by_block(workdir, hybrid_options, capsys):
+    path = hybrid_options()
+    torch.save({'params': {'encoder_level1.0.in_proj.weight': torch.zeros(3, 3, 1, 1)}}, workdir / 'other.pth')
+    message = refusal(['hybrid', 'search', '-opt', path, '--surrogates', 'other.pth'], capsys)
+    assert message.startswith('--surrogates other.pth does not fit this teacher at block encoder_level1.0 (')
+    assert message.endswith('run basicsr hybrid distill with these options first.') and '\n' not in message
+
+
+def test_a_misspelt_surrogate_stage_is_refused_with_the_closest_name():
+    from qdr_plugin.basicsr_options import check_network
+    from qdr_plugin.option_rules import OptionsError
+
+    with pytest.raises(OptionsError) as info:
+        check_network({'network_g': {'type': 'RestormerHybrid', **TINY, 'surrogates': ['latnet']}})
+    assert info.value.key_path == 'network_g.surrogates' and "Did you mean 'latent'?" in str(info.value)
+
+
+def test_the_hybrid_engine_is_plain_pytorch():
+    engine = ('distill', 'assemble', 'search', 'scoring', 'latency', 'options', 'report', '__init__')
+    imports = {file: names for file, names in _imports(PACKAGE / 'hybrid').items()
+               if file.rsplit('/', 1)[-1][:-3] in engine}
+    assert len(imports) == len(engine)
+    forbidden = ('basicsr', 'qdr_plugin.archs', 'qdr_plugin.models', 'qdr_plugin.hybrid.cli')
+    assert not {file: sorted(n for n in names if n.startswith(forbidden)) for file, names in imports.items()
+                if any(n.startswith(forbidden) for n in names)}
