@@ -113,7 +113,7 @@ class QATSwitchHook(Hook):
 
 def _plain(value: Any) -> bool:
     """Whether ``value`` is made of types ``torch.load(..., weights_only=True)`` accepts."""
-    if value is None or isinstance(value, (bool, int, float, str)):
+    if value is None or type(value) in (bool, int, float, str):  # not numpy scalars (float subclasses)
         return True
     if isinstance(value, (list, tuple)):
         return all(_plain(v) for v in value)
