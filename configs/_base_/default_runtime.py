@@ -4,7 +4,8 @@ custom_imports = dict(imports=['qdr_plugin.mm'], allow_failed_imports=False)
 
 randomness = dict(seed=0)
 env_cfg = dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method='fork'), dist_cfg=dict(backend='gloo'))
-model_wrapper_cfg = dict(type='QDRDistributedDataParallel', broadcast_buffers=False)
+# scoped: mmengine's Runner looks the wrapper type up without the default scope
+model_wrapper_cfg = dict(type='qdr_plugin.QDRDistributedDataParallel', broadcast_buffers=False)
 
 default_hooks = dict(
     timer=dict(type='IterTimerHook'),

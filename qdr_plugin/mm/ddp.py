@@ -27,6 +27,8 @@ class QDRDistributedDataParallel(MMDistributedDataParallel):
     """``MMDistributedDataParallel`` whose ``train_step`` is the QDR step (CPU / gloo or CUDA)."""
 
     def __init__(self, module: nn.Module, **kwargs: Any) -> None:
+        if not next(module.parameters()).is_cuda:
+            kwargs.pop('device_ids', None)  # the Runner passes LOCAL_RANK; a CPU module takes none
         ignored = [name for name, _ in [*module.named_parameters(), *module.named_buffers()]
                    if name.startswith(('teacher.', 'lmr.'))]
         DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(module, ignored)
