@@ -21,7 +21,7 @@ from pathlib import Path
 from qdr_plugin.cli import user_message
 from qdr_plugin.errors import UserError
 
-__all__ = ['build_config', 'main']
+__all__ = ['build_config', 'build_runner', 'main']
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -68,6 +68,27 @@ def build_config(config: str, work_dir: str | None = None, cfg_options: list[str
     return cfg
 
 
+def build_runner(command: str, config: str, work_dir: str | None = None, cfg_options: list[str] | None = None,
+                 launcher: str = 'none', resume: str | None = None, checkpoint: str | None = None):
+    """The checked config's mmengine ``Runner`` for ``command`` (``'train'`` / ``'test'``), the process group
+    started first under ``--launcher pytorch``."""
+    from mmengine.runner import Runner
+
+    import qdr_plugin.mm  # noqa: F401  (registration)
+
+    from .config_check import check_config
+
+    cfg = build_config(config, work_dir, cfg_options, launcher, resume, checkpoint)
+    check_config(cfg, command == 'train', Path.cwd())
+    if launcher == 'pytorch':
+        from qdr_plugin.core.distributed import is_dist
+        from qdr_plugin.dist import init_dist
+
+        if not is_dist():
+            init_dist('pytorch')
+    return Runner.from_cfg(cfg)
+
+
 def _run(args: argparse.Namespace) -> None:
     if args.command == 'convert':
         from .convert import convert_checkpoint
@@ -75,20 +96,8 @@ def _run(args: argparse.Namespace) -> None:
         for path in convert_checkpoint(args.src, args.dst):
             print(f'wrote {path}')
         return
-    from mmengine.runner import Runner
-
-    import qdr_plugin.mm  # noqa: F401  (registration)
-
-    from .config_check import check_config
-
-    cfg = build_config(args.config, args.work_dir, args.cfg_options, args.launcher,
-                       getattr(args, 'resume', None), getattr(args, 'checkpoint', None))
-    check_config(cfg, args.command == 'train', Path.cwd())
-    if args.launcher == 'pytorch':
-        from qdr_plugin.dist import init_dist
-
-        init_dist('pytorch')
-    runner = Runner.from_cfg(cfg)
+    runner = build_runner(args.command, args.config, args.work_dir, args.cfg_options, args.launcher,
+                          getattr(args, 'resume', None), getattr(args, 'checkpoint', None))
     runner.train() if args.command == 'train' else runner.test()
 
 
