@@ -254,3 +254,13 @@ def test_config_check_names_the_config_key(mm_config):
     cfg.optim_wrapper.optimizer.lr = -1
     with pytest.raises(OptionsError, match=r'^options error at optim_wrapper\.optimizer\.lr:'):
         check_config(cfg, True, Path.cwd())
+
+
+def test_convert_refuses_other_files(workdir, capsys):
+    torch.save({'params': {}}, 'plain.pth')
+    with pytest.raises(SystemExit) as stop:
+        mm_main(['convert', 'plain.pth', 'out.pth'])
+    assert stop.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith('qdr_plugin.mm convert: plain.pth: not an mmengine checkpoint of QDRRestorer'), last
+    assert not Path('out.pth').exists() and not Path('out.yml').exists()
