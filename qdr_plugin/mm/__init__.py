@@ -9,8 +9,6 @@ datasets and losses are registered in basicsr's registries as for the BasicSR fr
     python -m qdr_plugin.mm train configs/qdr_efm_denoise_demo.py
 """
 
-import qdr_plugin  # noqa: F401  (the plugin's archs, datasets and losses in basicsr's registries)
-
 from . import data, ddp, hooks, loops, metric, model, optim, registry
 
 __all__ = ['data', 'ddp', 'hooks', 'loops', 'metric', 'model', 'optim', 'registry']

@@ -20,9 +20,11 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
+import numpy as np
 from mmengine.hooks import Hook
 from mmengine.logging import HistoryBuffer
 from mmengine.model import is_model_wrapper
+from mmengine.optim import OptimWrapper
 
 from qdr_plugin.utils.checkpoint import training_record
 from qdr_plugin.utils.rng import rng_preserved, rng_state
@@ -88,14 +90,15 @@ class QATSwitchHook(Hook):
                 name: {'log': b.data[0].tolist(), 'count': b.data[1].tolist(), 'max_length': b.max_length}
                 for name, b in hub['log_scalars'].items()
             }
-            hub['runtime_info'] = {k: v for k, v in hub['runtime_info'].items() if _plain(v)}
+            info = {k: _plain(v) for k, v in hub['runtime_info'].items()}
+            hub['runtime_info'] = {k: v for k, v in info.items() if v is not _UNSAFE}
 
     def after_load_checkpoint(self, runner: Any, checkpoint: dict) -> None:
         model = _bare(runner.model)
         state = checkpoint.get('state_dict', {})
         if model.teacher is None and any(k.startswith('teacher.') for k in state):
             model.quantize_like_checkpoint()
-            if hasattr(runner, 'optim_wrapper') and not isinstance(runner.optim_wrapper, dict):
+            if isinstance(runner.optim_wrapper, OptimWrapper):  # built: training (not test)
                 self._rebuild_optimization(runner, advance=0)
         hub = checkpoint.get('message_hub')
         if hub is not None:
@@ -111,12 +114,21 @@ class QATSwitchHook(Hook):
             loop.rng_after_skip = qdr['rng']
 
 
-def _plain(value: Any) -> bool:
-    """Whether ``value`` is made of types ``torch.load(..., weights_only=True)`` accepts."""
-    if value is None or type(value) in (bool, int, float, str):  # not numpy scalars (float subclasses)
-        return True
-    if isinstance(value, (list, tuple)):
-        return all(_plain(v) for v in value)
-    if isinstance(value, dict):
-        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
-    return False
+_UNSAFE = object()
+"""What :func:`_plain` returns for a value ``torch.load(..., weights_only=True)`` would refuse."""
+
+
+def _plain(value: Any) -> Any:
+    """``value`` made of the types ``torch.load(..., weights_only=True)`` accepts: numpy scalars as Python numbers,
+    containers converted item by item; :data:`_UNSAFE` if anything else is in it."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if value is None or type(value) in (bool, int, float, str):
+        return value
+    if isinstance(value, (list, tuple, dict)):
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        plain = {k: _plain(v) for k, v in items}
+        if any(v is _UNSAFE for v in plain.values()) or not all(isinstance(k, (str, int)) for k in plain):
+            return _UNSAFE
+        return plain if isinstance(value, dict) else type(value)(plain.values())
+    return _UNSAFE
