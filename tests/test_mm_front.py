@@ -264,3 +264,49 @@ def test_convert_refuses_other_files(workdir, capsys):
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith('qdr_plugin.mm convert: plain.pth: not an mmengine checkpoint of QDRRestorer'), last
     assert not Path('out.pth').exists() and not Path('out.yml').exists()
+
+
+# ----------------------------------------------------------------------------------------------- data
+def test_noise_pipeline_draws_what_gaussian_noise_dataset_draws(workdir):
+    """The same RNG states give the same crop, flips and noise through the mmcv-style pipeline as through the
+    plugin's GaussianNoiseDataset; validation noise is the same fixed draw."""
+    from basicsr.data import build_dataset
+    from mmengine.registry import DefaultScope
+
+    import qdr_plugin.mm  # noqa: F401  (registration)
+    from qdr_plugin.mm.data.datasets import ImageFolderDataset
+
+    def pipeline(seeded: bool) -> list[dict]:
+        if seeded:
+            return [dict(type='LoadImage', key='gt', channels=1), dict(type='AddGaussianNoise', sigma=25, seeded=True),
+                    dict(type='PackInputs')]
+        return [dict(type='LoadImage', key='gt', channels=1), dict(type='PairedRandomCrop', gt_size=16),
+                dict(type='Flip'), dict(type='AddGaussianNoise', sigma=25), dict(type='PackInputs')]
+
+    for phase, folder in (('train', 'images/train'), ('val', 'images/val')):
+        theirs = build_dataset({'name': phase, 'type': 'GaussianNoiseDataset', 'phase': phase, 'dataroot_gt': folder,
+                                'in_ch': 1, 'sigma': 25, 'gt_size': 16, 'use_hflip': True, 'use_rot': True})
+        with DefaultScope.overwrite_default_scope('qdr_plugin'):  # as the Runner of a config sets it
+            ours = ImageFolderDataset(folder, pipeline=pipeline(phase == 'val'))
+        assert len(ours) == len(theirs)
+        for index in range(len(ours)):
+            state = rng_state()
+            mine = ours[index]
+            set_rng_state(state)
+            other = theirs[index]
+            assert torch.equal(mine['gt'], other['gt']) and torch.equal(mine['lq'], other['lq']), (phase, index)
+
+
+def test_synthetic_degradation_is_the_dataset_degradation(workdir):
+    from mmengine.registry import TRANSFORMS
+
+    import qdr_plugin.mm  # noqa: F401  (registration)
+    from qdr_plugin.data.haze_dataset import SyntheticHazeDataset
+
+    haze = TRANSFORMS.build(dict(type='qdr_plugin.SyntheticDegradation', dataset='SyntheticHazeDataset', seeded=True,
+                                 beta=[1.0, 1.0], airlight=[0.8, 0.8]))
+    clean = np.random.default_rng(0).random((16, 16, 3)).astype(np.float32)
+    lq = haze.transform({'gt': clean, 'index': 3})['lq']
+    params = SyntheticHazeDataset.check_parameters({'beta': [1.0, 1.0], 'airlight': [0.8, 0.8]}, 'x')
+    expected = SyntheticHazeDataset.degrade(clean, np.random.default_rng(3), **params)
+    assert lq.shape == clean.shape and np.array_equal(lq, expected.astype(np.float32)) and not np.allclose(lq, clean)

@@ -14,7 +14,10 @@ from torch import nn
 
 from qdr_plugin.errors import UserError
 
-__all__ = ['bare_state_dict', 'network_states', 'refuse_non_finite']
+__all__ = ['LMR_KEY', 'STUDENT_KEY', 'TEACHER_KEY', 'bare_state_dict', 'network_states', 'refuse_non_finite']
+
+STUDENT_KEY, TEACHER_KEY, LMR_KEY = 'params', 'params_teacher', 'params_lmr'
+"""The checkpoint keys of the student, its FP32 teacher and LMR's weights."""
 
 
 def bare_state_dict(net: nn.Module) -> OrderedDict[str, torch.Tensor]:
@@ -29,11 +32,11 @@ def bare_state_dict(net: nn.Module) -> OrderedDict[str, torch.Tensor]:
 
 def network_states(student: nn.Module, teacher: nn.Module | None, lmr: nn.Module | None) -> dict[str, nn.Module]:
     """The networks of a checkpoint by key: ``params`` (the student), ``params_teacher``, ``params_lmr``."""
-    nets = {'params': student}
+    nets = {STUDENT_KEY: student}
     if teacher is not None:
-        nets['params_teacher'] = teacher
+        nets[TEACHER_KEY] = teacher
     if lmr is not None:
-        nets['params_lmr'] = lmr
+        nets[LMR_KEY] = lmr
     return nets
 
 

@@ -18,13 +18,14 @@ from typing import Any
 import torch
 import yaml
 
+from qdr_plugin.core import LMR_KEY, STUDENT_KEY, TEACHER_KEY
 from qdr_plugin.errors import UserError
 from qdr_plugin.utils.atomic import atomic_torch_save
 from qdr_plugin.utils.checkpoint import RECORD_KEY, load_file
 
 __all__ = ['PREFIXES', 'convert_checkpoint']
 
-PREFIXES = {'params': 'net.', 'params_teacher': 'teacher.', 'params_lmr': 'lmr.'}
+PREFIXES = {STUDENT_KEY: 'net.', TEACHER_KEY: 'teacher.', LMR_KEY: 'lmr.'}
 """The plugin checkpoint's key for each prefix of the mmengine model's state dict."""
 
 
@@ -47,7 +48,7 @@ def convert_checkpoint(src: str | Path, dst: str | Path) -> tuple[Path, Path]:
     state = checkpoint.get('state_dict') if isinstance(checkpoint, dict) else None
     record = (checkpoint.get('qdr') or {}).get('options') if isinstance(checkpoint, dict) else None
     parts = _split(state) if isinstance(state, dict) else {}
-    if 'params' not in parts or record is None:
+    if STUDENT_KEY not in parts or record is None:
         raise UserError(f'{src}: not an mmengine checkpoint of QDRRestorer (it needs state_dict net.* keys and the '
                         "'qdr' record that QATSwitchHook writes); give a work_dirs/<name>/iter_<n>.pth of "
                         'python -m qdr_plugin.mm train.')

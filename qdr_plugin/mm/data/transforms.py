@@ -82,7 +82,7 @@ class Flip(BaseTransform):
 class AddGaussianNoise(BaseTransform):
     """``lq = gt + n``, ``n ~ N(0, (sigma / 255)^2)``, not clipped.
 
-    ``seeded=False`` (training): ``n`` is ``torch.randn`` in ``C x H x W`` order, a fresh draw each time;
+    ``seeded=False`` (training): ``n`` is ``torch.randn_like`` of the ``C x H x W`` tensor, a fresh draw each time;
     ``seeded=True`` (validation): the plugin's fixed noise of image ``results['index'] + seed_offset``
     (:func:`qdr_plugin.data.gaussian_noise_dataset.add_validation_noise`), the same in every run and tool.
     """
@@ -96,9 +96,10 @@ class AddGaussianNoise(BaseTransform):
             plane = gt[..., 0] if gt.shape[-1] == 1 else gt
             results['lq'] = add_validation_noise(plane, self.sigma, results['index'] + self.seed_offset).reshape(
                 gt.shape).astype(np.float32)
-        else:
-            noise = torch.randn(gt.shape[2], *gt.shape[:2]) * (self.sigma / 255.0)
-            results['lq'] = gt + noise.permute(1, 2, 0).numpy()
+        else:  # drawn like GaussianNoiseDataset: randn_like of the C x H x W view keeps a flipped crop's strides
+            gt_chw = img2tensor(gt, bgr2rgb=False, float32=True)
+            lq = gt_chw + torch.randn_like(gt_chw) * (self.sigma / 255.0)
+            results['lq'] = lq.permute(1, 2, 0).numpy()
         return results
 
 
