@@ -20,6 +20,7 @@ import onnxruntime as ort  # noqa: E402
 from basicsr.metrics import calculate_psnr  # noqa: E402
 from basicsr.models import build_model  # noqa: E402
 from basicsr.utils import tensor2img  # noqa: E402
+from conftest import free_port  # noqa: E402
 from mmengine.hooks import Hook  # noqa: E402
 from mmengine.registry import HOOKS  # noqa: E402
 
@@ -181,7 +182,7 @@ def test_resume_is_exact(mm_config, stop_at, one_thread):
 def test_two_process_gloo_training(mm_config, workdir):
     config = mm_config('pipeline', iters=4)
     out = workdir / 'ranks.json'
-    command = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2', '--master_port=29561',
+    command = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2', f'--master_port={free_port()}',
                str(REPO / 'tests' / 'mm_ddp_worker.py'), str(config), 'ddp', str(out), 'experiment_name=ddp']
     env = {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONPATH': str(REPO)}
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
