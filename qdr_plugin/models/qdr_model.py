@@ -1,5 +1,9 @@
 """``QDRModel``: quantization-aware training with FP32 self-distillation, DFD and LMR, on basicsr's ``SRModel``.
 
+The switch to QAT, the QDR parts of the training step and the checkpoint layout are :mod:`qdr_plugin.core`'s, which
+the mmengine front (:mod:`qdr_plugin.mm`) calls too; this class adds basicsr's life cycle around them (options,
+schedulers, validation, checkpoint files, resume).
+
 Stages (docs/method.md):
 
 A. FP32: ``train.fp32_warmup_iter`` iterations of plain FP32 training (or none, with ``path.pretrain_network_g``
@@ -183,9 +187,7 @@ class QDRModel(SRModel):
 
     def _set_teacher(self, teacher: nn.Module) -> None:
         self.net_t = freeze(teacher)
-        if self.qdr_step is not None:
-            net = self.get_bare_model(self.net_g)
-            self.qdr_step.attach(net, teacher, self._dfd_layers(), self._relational_layers())
+        self.qdr_step.attach(self.get_bare_model(self.net_g), teacher, self._dfd_layers(), self._relational_layers())
 
     def _distill_layers(self) -> list[str]:
         """The layers DFD and the relational KD compare: ``dfd_opt``'s first (the bottleneck), then the others."""
