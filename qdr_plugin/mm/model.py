@@ -157,7 +157,7 @@ class QDRRestorer(BaseModel):
     @torch.no_grad()
     def predict(self, lq: torch.Tensor, data: Mapping[str, Any] | None) -> list[dict[str, Any]]:
         """Per image: ``pred`` (the student, INT8 fake-quant once quantized), ``gt`` when given, and ``pred_fp32``
-        (the FP32 teacher) until the teacher has been scored once; outputs cropped to the input's size x scale."""
+        (the FP32 teacher) until the teacher has been scored once."""
         output = self.net(lq)
         fp32 = self.teacher(lq) if self.teacher is not None and not self.teacher_scored else None
         self.qdr_step.discard_features()
