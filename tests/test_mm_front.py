@@ -164,16 +164,30 @@ def _states(work_dir: str, it: int) -> dict[str, torch.Tensor]:
     return checkpoint['state_dict']
 
 
-@pytest.mark.parametrize('stop_at', [2, 4])  # 2: before the switch to QAT (at iter 2), 4: after it
-def test_resume_is_exact(mm_config, stop_at, one_thread):
+class _Crash(Hook):
+    """Stops the run with an error before iteration ``at`` (0-based), as a killed process stops."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None) -> None:
+        if runner.iter == self.at:
+            raise RuntimeError(f'killed before iter {self.at}')
+
+
+@pytest.mark.parametrize('saved_at', [2, 4])  # 2: the checkpoint before the switch to QAT (at iter 2), 4: after it
+def test_resume_is_exact(mm_config, saved_at, one_thread):
+    """A run killed one iteration after its checkpoint, resumed with --resume (the latest checkpoint of its work
+    directory), ends with the weights of an uninterrupted run."""
     config = mm_config('pipeline', iters=6)
     _train(config, 'full')
-    stopped = Path(f'stopped_{stop_at}')
-    stopped.mkdir()
-    (stopped / f'iter_{stop_at}.pth').write_bytes(Path(f'full/iter_{stop_at}.pth').read_bytes())
-    (stopped / 'last_checkpoint').write_text(str(stopped.resolve() / f'iter_{stop_at}.pth'))
-    _train(config, str(stopped), resume='auto')  # --resume: the latest checkpoint of the work directory
-    full, resumed = _states('full', 6), _states(str(stopped), 6)
+    crashed = build_runner('train', str(config), 'killed', ['experiment_name=killed_first'])
+    crashed.register_hook(_Crash(saved_at + 1))
+    with pytest.raises(RuntimeError, match='killed before iter'):
+        crashed.train()
+    assert sorted(p.name for p in Path('killed').glob('iter_*.pth'))[-1] == f'iter_{saved_at}.pth'
+    _train(config, 'killed', resume='auto')
+    full, resumed = _states('full', 6), _states('killed', 6)
     assert full.keys() == resumed.keys() and any(k.startswith('teacher.') for k in full)
     assert max(float((full[k].double() - resumed[k].double()).abs().max()) for k in full) <= 1e-6
 
