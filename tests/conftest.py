@@ -6,6 +6,7 @@ import copy
 import logging
 import math
 import re
+import socket
 import sys
 from pathlib import Path
 
@@ -36,6 +37,13 @@ def _fresh_basicsr_logger():
     which is closed once the test ends."""
     yield
     forget_basicsr_logger()
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for a process group's rendezvous)."""
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
 
 
 def cannot_create_in(folder: str) -> bool:

@@ -4,7 +4,6 @@ the ranks' networks, step sizes, teachers and LMR weights staying identical with
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 
@@ -12,17 +11,12 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from conftest import free_port
 
 from qdr_plugin import dist as qdist  # first: the plugin's torchvision alias must precede basicsr's import
 from qdr_plugin.quant import is_quantized, is_quantized_state_dict, quantizer_parameters
 
 DIST_TRAIN = {'fp32_warmup_iter': 1, 'total_iter': 4}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 def test_torchrun_two_processes_on_cpu(write_options, workdir):
@@ -31,7 +25,7 @@ def test_torchrun_two_processes_on_cpu(write_options, workdir):
     )
     env = {**os.environ, 'OMP_NUM_THREADS': '1', 'CUDA_VISIBLE_DEVICES': ''}
     command = [
-        sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2', f'--master_port={_free_port()}',
+        sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2', f'--master_port={free_port()}',
         '-m', 'qdr_plugin', 'train', '-opt', str(yml), '--launcher', 'pytorch',
     ]  # fmt: skip
     result = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=120)

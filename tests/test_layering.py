@@ -32,10 +32,25 @@ def _imports(folder: Path) -> dict[str, set[str]]:
     ('models', ('qdr_plugin.train',)),  # the model does not import the training loop
     ('quant', ('basicsr', 'qdr_plugin.archs', 'qdr_plugin.prepare', 'qdr_plugin.models')),  # plain PyTorch
     ('detection', ('basicsr', 'qdr_plugin.bench', 'qdr_plugin.models', 'qdr_plugin.archs')),  # no BasicSR
+    # the engine both fronts call: plain PyTorch, no training framework, no front
+    ('core', ('basicsr', 'mmengine', 'mmcv', 'qdr_plugin.models', 'qdr_plugin.mm', 'qdr_plugin.train',
+              'qdr_plugin.dist', 'qdr_plugin.prepare', 'qdr_plugin.archs', 'qdr_plugin.utils.checkpoint')),
 ])
 def test_layer_does_not_import(layer: str, forbidden: tuple[str, ...]) -> None:
     imports = _imports(PACKAGE / layer)
     assert imports, f'no source found under qdr_plugin/{layer}'
-    offending = {file: sorted(n for n in names if any(n == f or n.startswith(f'{f}.') for f in forbidden))
-                 for file, names in imports.items()}
-    assert not {file: names for file, names in offending.items() if names}
+    assert not _offending(imports, forbidden)
+
+
+def _offending(imports: dict[str, set[str]], forbidden: tuple[str, ...]) -> dict[str, list[str]]:
+    """The files of ``imports`` that import a ``forbidden`` module (or one below it), with those imports."""
+    found = {file: sorted(n for n in names if any(n == f or n.startswith(f'{f}.') for f in forbidden))
+             for file, names in imports.items()}
+    return {file: names for file, names in found.items() if names}
+
+
+def test_only_the_mmengine_front_imports_openmmlab() -> None:
+    """mmengine and mmcv are an optional extra: the package outside ``qdr_plugin/mm`` never imports them."""
+    forbidden = ('mmengine', 'mmcv', 'mmagic', 'qdr_plugin.mm')
+    imports = {file: names for file, names in _imports(PACKAGE).items() if not file.startswith('qdr_plugin/mm/')}
+    assert not _offending(imports, forbidden)

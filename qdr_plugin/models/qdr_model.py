@@ -1,5 +1,9 @@
 """``QDRModel``: quantization-aware training with FP32 self-distillation, DFD and LMR, on basicsr's ``SRModel``.
 
+The switch to QAT, the QDR parts of the training step and the checkpoint layout are :mod:`qdr_plugin.core`'s, which
+the mmengine front (:mod:`qdr_plugin.mm`) calls too; this class adds basicsr's life cycle around them (options,
+schedulers, validation, checkpoint files, resume).
+
 Stages (docs/method.md):
 
 A. FP32: ``train.fp32_warmup_iter`` iterations of plain FP32 training (or none, with ``path.pretrain_network_g``
@@ -40,9 +44,9 @@ import math
 import os
 import time
 import warnings
-from collections import OrderedDict
 from collections.abc import Iterator
 from copy import deepcopy
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -55,18 +59,21 @@ from basicsr.utils.registry import MODEL_REGISTRY
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from qdr_plugin.core import (
+    QDRStep,
+    bare_state_dict,
+    freeze,
+    network_states,
+    optimizer_groups,
+    refuse_non_finite,
+    start_qat,
+)
 from qdr_plugin.data.calibration import training_calibration_batches
-from qdr_plugin.dist import broadcast_module, sync_lmr, wrap_ddp
+from qdr_plugin.dist import wrap_ddp
 from qdr_plugin.errors import UserError
 from qdr_plugin.losses import LearnableMagnitudeReweighting
 from qdr_plugin.prepare import prepare
-from qdr_plugin.quant import (
-    QuantConfig,
-    is_quantized,
-    is_quantized_state_dict,
-    project_step_sizes,
-    quantizer_parameters,
-)
+from qdr_plugin.quant import QuantConfig, is_quantized, is_quantized_state_dict
 from qdr_plugin.registry import register
 from qdr_plugin.utils.atomic import atomic_torch_save
 from qdr_plugin.utils.checkpoint import (
@@ -81,7 +88,6 @@ from qdr_plugin.utils.checkpoint import (
 from qdr_plugin.utils.rng import rng_state, set_rng_state
 
 from .curriculum import Curriculum
-from .feature_capture import FeatureCapture
 from .train_options import DFD_KEYS, OPTIMIZERS, RELATIONAL_KEYS, check_train_options, distill_layers, relational_layers
 
 
@@ -99,8 +105,8 @@ class QDRModel(SRModel):
     def __init__(self, opt: dict):
         self.quant_config = QuantConfig.from_options(opt.get('quant'))
         self.net_t: nn.Module | None = None
-        self.capture_s: FeatureCapture | None = None  # set with the teacher (training only)
-        self.capture_t: FeatureCapture | None = None
+        self.lmr: LearnableMagnitudeReweighting | None = None
+        self.qdr_step: QDRStep | None = None  # the QDR parts of the training step (training only)
         self._checkpoint_extras: dict[str, dict] = {}
         self._fp32_metrics: dict[str, dict[str, float]] = {}
         self._fp32_pending: dict[str, float] | None = None
@@ -143,13 +149,7 @@ class QDRModel(SRModel):
         train_opt = self.opt['train']
         self.check_train_options(train_opt)
         self.fp32_warmup_iter = train_opt.get('fp32_warmup_iter') or 0
-        self.cri_dfd = self.cri_okd = self.cri_rkd = self.lmr = self.curriculum = None
-        if train_opt.get('dfd_opt'):
-            self.cri_dfd = _loss_from_options(train_opt['dfd_opt'], DFD_KEYS)
-        if train_opt.get('output_kd_opt'):
-            self.cri_okd = _loss_from_options(train_opt['output_kd_opt'], ())
-        if train_opt.get('relational_opt'):
-            self.cri_rkd = _loss_from_options(train_opt['relational_opt'], RELATIONAL_KEYS)
+        self.lmr = self.curriculum = None
         if train_opt.get('curriculum'):
             if self.opt['dist']:
                 raise UserError('train.curriculum freezes and unfreezes parameters between stages, which '
@@ -159,7 +159,7 @@ class QDRModel(SRModel):
             self.lmr = LearnableMagnitudeReweighting(**train_opt['lmr_opt'])
             if 'params_lmr' in self._checkpoint_extras:
                 self.lmr.load_state_dict(self._checkpoint_extras['params_lmr'])
-        self.capture_s = self.capture_t = None
+        self.qdr_step = self._build_qdr_step(train_opt)
         net = self.get_bare_model(self.net_g)
         if is_quantized(net):  # a QAT checkpoint (resume or continued training): its teacher comes with it
             if 'params_teacher' not in self._checkpoint_extras:
@@ -174,16 +174,20 @@ class QDRModel(SRModel):
             self._start_qat()
         self._wrap_ddp()
         super().init_training_settings()
+        self.qdr_step.cri_pix = self.cri_pix
+
+    def _build_qdr_step(self, train_opt: dict) -> QDRStep:
+        """The core's training step from the ``train:`` losses (its ``cri_pix`` is SRModel's ``pixel_opt``, set once
+        SRModel has built it)."""
+        def loss(key: str, ours: tuple[str, ...]) -> nn.Module | None:
+            return _loss_from_options(train_opt[key], ours) if train_opt.get(key) else None
+
+        return QDRStep(None, loss('dfd_opt', DFD_KEYS), loss('output_kd_opt', ()),
+                       loss('relational_opt', RELATIONAL_KEYS), self.lmr, train_opt.get('pixel_target', 'gt'))
 
     def _set_teacher(self, teacher: nn.Module) -> None:
-        teacher.eval()
-        for p in teacher.parameters():
-            p.requires_grad_(False)
-        self.net_t = teacher
-        layers = self._distill_layers()
-        if layers:
-            self.capture_s = FeatureCapture(self.get_bare_model(self.net_g), layers, 'train.dfd_opt.layer')
-            self.capture_t = FeatureCapture(teacher, layers, 'train.dfd_opt.layer')
+        self.net_t = freeze(teacher)
+        self.qdr_step.attach(self.get_bare_model(self.net_g), teacher, self._dfd_layers(), self._relational_layers())
 
     def _distill_layers(self) -> list[str]:
         """The layers DFD and the relational KD compare: ``dfd_opt``'s first (the bottleneck), then the others."""
@@ -211,19 +215,17 @@ class QDRModel(SRModel):
         logger = get_root_logger()
         net = self.get_bare_model(self.net_g)
         cfg = self.quant_config
-        prepared = prepare(net, self.opt['network_g'], cfg, self._calibration_batches(), keep_float=True)
-        teacher = prepared.float_network
+        started = start_qat(net, partial(prepare, network_opt=self.opt['network_g'], config=cfg),
+                            self._calibration_batches())
         if current_iter > 0:
-            self.save_network(teacher, 'net_g', 'fp32')
-        self._set_teacher(teacher)
+            self.save_network(started.teacher, 'net_g', 'fp32')
+        self._set_teacher(started.teacher)
         if hasattr(self, 'best_metric_results'):  # the best checkpoint is the best *quantized* student
             del self.best_metric_results
-        broadcast_module(net)  # the ranks calibrated on differently augmented batches: rank 0's step sizes for all
-        broadcast_module(teacher)
         if isinstance(self.net_g, DistributedDataParallel):  # at init the net is still bare (wrapped after set-up)
             self.net_g = net
             self._wrap_ddp()  # a new DDP: it must all-reduce the step sizes too
-        logger.info(f'QAT starts at iter {current_iter}: {prepared.calibrated} activation quantizers calibrated '
+        logger.info(f'QAT starts at iter {current_iter}: {started.calibrated} activation quantizers calibrated '
                     f'({cfg.calibration}).')
 
     def setup_optimizers(self) -> None:
@@ -231,13 +233,8 @@ class QDRModel(SRModel):
         ``optim_g.lr * train.step_lr_mult``)."""
         optim_opt = deepcopy(self.opt['train']['optim_g'])
         optim_type = optim_opt.pop('type')
-        net = self.get_bare_model(self.net_g)
-        steps = {id(p) for p in quantizer_parameters(net)}
-        weights = [p for p in net.parameters() if p.requires_grad and id(p) not in steps]
-        groups = [{'params': weights}]
-        if steps:
-            step_lr = optim_opt['lr'] * self.opt['train'].get('step_lr_mult', 1.0)
-            groups.append({'params': quantizer_parameters(net), 'weight_decay': 0.0, 'lr': step_lr})
+        groups = optimizer_groups(self.get_bare_model(self.net_g), optim_opt['lr'],
+                                  self.opt['train'].get('step_lr_mult', 1.0))
         self.optimizer_g = self.get_optimizer(optim_type, groups, **optim_opt)
         self.optimizers.append(self.optimizer_g)
 
@@ -273,35 +270,15 @@ class QDRModel(SRModel):
             self._enter_curriculum_stage(current_iter)
         self.optimizer_g.zero_grad()
         self._last_train_lq = self.lq
-        self.output = self.net_g(self.lq)
-        use_teacher = self.net_t is not None and self.opt['train'].get('pixel_target', 'gt') == 'teacher'
-        teacher_out = None
-        distilling = self.cri_dfd is not None or self.cri_okd is not None or self.cri_rkd is not None
-        if self.net_t is not None and (use_teacher or distilling):
-            with torch.no_grad():
-                teacher_out = self.net_t(self.lq)
-        loss_dict = OrderedDict()
-        l_rec = self.cri_pix(self.output, teacher_out if use_teacher else self.gt)
-        loss_dict['l_pix'] = l_rec
-        l_kd, bottleneck = self._distillation_loss(loss_dict, teacher_out)
-        if l_kd is None:
-            l_total = l_rec
-        elif self.lmr is not None:
-            l_total = self.lmr.combine(l_rec, l_kd, bottleneck)
-        else:
-            l_total = l_rec + l_kd
-        if not torch.isfinite(l_total):
-            values = {k: float(v) for k, v in loss_dict.items()}
-            raise UserError(f'QDRModel: the loss is not finite at iter {current_iter} ({values}); {_NON_FINITE_FIX}')
-        l_total.backward()
+        step = self.qdr_step
+        losses = step.losses(self.net_g, self.net_t, self.lq, self.gt)
+        self.output = losses.output
+        step.check_finite(losses, 'QDRModel', f'iter {current_iter}', _NON_FINITE_FIX)
+        losses.total.backward()
         self.optimizer_g.step()
-        if self.net_t is not None:
-            project_step_sizes(self.get_bare_model(self.net_g))  # no step size through zero (see its docstring)
-        self.log_dict = self.reduce_loss_dict(loss_dict)
-        if l_kd is not None and self.lmr is not None:
-            sync_lmr(self.lmr)  # distributed: the same (rank-averaged) measurements, so the same update everywhere
-            self.lmr.step()
-            self.log_dict.update(self.lmr.log_values())
+        lmr_log = step.after_update(self.get_bare_model(self.net_g), self.net_t is not None, losses.distilled)
+        self.log_dict = self.reduce_loss_dict(losses.parts)
+        self.log_dict.update(lmr_log)
 
     def _enter_curriculum_stage(self, current_iter: int) -> None:
         """Quantize and train the curriculum's stages up to this iteration's (:mod:`.curriculum`); logged on a
@@ -310,32 +287,6 @@ class QDRModel(SRModel):
         if self.curriculum.apply(self.get_bare_model(self.net_g), stage):
             get_root_logger().info(f'Curriculum at iter {current_iter}: {self.curriculum.describe(stage)} and the '
                                    'stages before it quantized and trained, the later ones FP32 and frozen.')
-
-    def _distillation_loss(
-        self, loss_dict: OrderedDict, teacher_out: torch.Tensor | None
-    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """``L_kd`` (DFD + optional decoder / output KD) and the student bottleneck, or ``(None, None)``;
-        ``teacher_out`` is the teacher's output on this batch (its forward pass filled ``capture_t``)."""
-        if teacher_out is None or (self.cri_dfd is None and self.cri_okd is None and self.cri_rkd is None):
-            return None, None
-        l_kd, bottleneck = 0.0, None
-        student, teacher = (self.capture_s.pop(), self.capture_t.pop()) if self.capture_s is not None else ({}, {})
-        if self.cri_dfd is not None:
-            layers = self._dfd_layers()
-            bottleneck = student[layers[0]]
-            l_dfd = sum(self.cri_dfd(student[name], teacher[name]) for name in layers)
-            loss_dict['l_dfd'] = l_dfd
-            l_kd = l_kd + l_dfd
-        if self.cri_rkd is not None:
-            layers = self._relational_layers()
-            l_rkd = self.cri_rkd([student[name] for name in layers], [teacher[name] for name in layers])
-            loss_dict['l_rkd'] = l_rkd
-            l_kd = l_kd + l_rkd
-        if self.cri_okd is not None:
-            l_okd = self.cri_okd(self.output, teacher_out)
-            loss_dict['l_okd'] = l_okd
-            l_kd = l_kd + l_okd
-        return l_kd, bottleneck
 
     # ------------------------------------------------------------------------------------------ validation
     def _crop_to_input(self, output: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -366,9 +317,8 @@ class QDRModel(SRModel):
             for name, metric_opt in self.opt['val']['metrics'].items():
                 self._fp32_pending[name] += calculate_metric(metric_data, metric_opt)
             self._fp32_pending['_count'] += 1
-        if self.capture_s is not None:
-            self.capture_s.pop()
-            self.capture_t.pop()
+        if self.qdr_step is not None:
+            self.qdr_step.discard_features()
         self.lq = lq
 
     def nondist_validation(self, dataloader, current_iter, tb_logger, save_img) -> None:
@@ -403,14 +353,8 @@ class QDRModel(SRModel):
 
     # ------------------------------------------------------------------------------------------------ saving
     def _save_networks(self, current_iter) -> None:
-        nets, keys = [self.net_g], ['params']
-        if self.net_t is not None:
-            nets.append(self.net_t)
-            keys.append('params_teacher')
-        if self.lmr is not None:
-            nets.append(self.lmr)
-            keys.append('params_lmr')
-        self.save_network(nets, 'net_g', current_iter, param_key=keys)
+        nets = network_states(self.net_g, self.net_t, self.lmr)
+        self.save_network(list(nets.values()), 'net_g', current_iter, param_key=list(nets))
 
     def save(self, epoch: int, current_iter: int) -> None:
         """The networks and the training state, unless the network has diverged (:meth:`_refuse_diverged`)."""
@@ -433,8 +377,8 @@ class QDRModel(SRModel):
                 finite = bool(torch.isfinite(net(self._last_train_lq)).all())
         finally:
             net.train(was_training)
-            if self.capture_s is not None:
-                self.capture_s.pop()
+            if self.qdr_step is not None:
+                self.qdr_step.discard_features()
         if not finite:
             where = 'the last iteration' if current_iter == -1 else f'iter {current_iter}'
             raise UserError(f'QDRModel: the network diverged at {where} (its output on the last training batch holds '
@@ -455,11 +399,9 @@ class QDRModel(SRModel):
             raise ValueError(f'save_network: {len(nets)} networks but {len(keys)} param keys.')
         save_dict = {}
         for net_, key in zip(nets, keys):
-            state = self.get_bare_model(net_).state_dict()
-            _refuse_non_finite(state, key, save_path)
-            bare = OrderedDict((k[7:] if k.startswith('module.') else k, v.cpu()) for k, v in state.items())
-            bare._metadata = getattr(state, '_metadata', OrderedDict())  # load_state_dict's version info
-            save_dict[key] = bare
+            state = bare_state_dict(self.get_bare_model(net_))
+            refuse_non_finite(state, key, os.path.basename(save_path), 'QDRModel', _NON_FINITE_FIX)
+            save_dict[key] = state
         save_dict[RECORD_KEY] = training_record(self.opt['network_g'], self.quant_config)
         _save_or_stop(save_dict, save_path, 'network')
 
@@ -554,15 +496,6 @@ _NON_FINITE_FIX = ('nothing was saved for this iteration, the last checkpoint is
 
 _NOT_RETRIED = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 """Write errors that a second attempt will not cure: the run stops at once."""
-
-
-def _refuse_non_finite(state: dict[str, torch.Tensor], key: str, save_path: str) -> None:
-    """Raise :class:`UserError` if a floating tensor of ``state`` (to be saved as ``key`` in ``save_path``) holds a
-    NaN or an infinity."""
-    for name, tensor in state.items():
-        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-            raise UserError(f'QDRModel: the network is not finite ({key}.{name} holds NaN or inf), so '
-                            f'{os.path.basename(save_path)} is not written; {_NON_FINITE_FIX}')
 
 
 def _mount_point(path: str) -> str:

@@ -69,9 +69,10 @@ LOSS_REDUCTIONS = ('mean', 'sum')
 _TYPO_CUTOFF = 0.75
 
 
-def check_train_options(train: Mapping[str, Any], path: str = 'train') -> None:
+def check_train_options(train: Mapping[str, Any], path: str = 'train', scheduler_required: bool = True) -> None:
     """The rules of QDRModel's ``train:`` block; raises :class:`~qdr_plugin.option_rules.OptionsError` at
-    ``<path>.<key>``.
+    ``<path>.<key>``. ``scheduler_required=False``: a missing ``scheduler`` is accepted (a front whose schedule is
+    given elsewhere, e.g. mmengine's ``param_scheduler``).
 
     ``total_iter`` (>= 0) and ``fp32_warmup_iter`` (0 to ``total_iter``; equal to it, the run is the FP32 stage
     alone, continued into QAT by resuming with a larger ``total_iter``), ``warmup_iter`` an integer, no
@@ -91,7 +92,8 @@ def check_train_options(train: Mapping[str, Any], path: str = 'train') -> None:
     need_bool(train, path, 'memory_check')
     _check_optimizer(train, path)
     need_number(train, path, 'step_lr_mult', above=True, example='0.1')
-    _check_scheduler(train, path)
+    if scheduler_required or train.get('scheduler') is not None:
+        _check_scheduler(train, path)
     pixel = need_dict(train, path, 'pixel_opt', required=True,
                       example='pixel_opt: {type: L1Loss, loss_weight: 1.0}; QDRModel always uses it')
     check_loss(pixel, f'{path}.pixel_opt', distance=True)
