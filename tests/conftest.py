@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny image folders and tiny QDR options, so tests go through the real basicsr paths fast."""
+"""Shared fixtures: tiny image folders, tiny QDR options and their mmengine config, so tests go through the real
+basicsr and mmengine paths fast."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ import torch
 import yaml
 
 import qdr_plugin  # noqa: F401  (registers the plugin, applies the torchvision alias)
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def forget_basicsr_logger() -> None:
@@ -177,6 +180,70 @@ def parse_yml(monkeypatch: pytest.MonkeyPatch):
         return parse_options(str(path.parent), is_train=is_train)[0]
 
     return parse
+
+
+NOISY_PIPELINE = """[
+    dict(type='LoadImage', key='gt', channels=1),
+    dict(type='PairedRandomCrop', gt_size=16, keys=['gt']),
+    dict(type='Flip', keys=['gt']),
+    dict(type='AddGaussianNoise', sigma=25),
+    dict(type='PackInputs'),
+]"""
+
+MM_SAMPLERS = {
+    'mmengine': "dict(type='InfiniteSampler', shuffle=True)",
+    'basicsr': "dict(type='EnlargedSampler', ratio=2), drop_last=True",  # the data order of TINY_OPTIONS' run
+}
+
+TRAIN_SETS = {
+    'basicsr': """dict(type='BasicSRDataset', opt=dict(type='GaussianNoiseDataset', dataroot_gt='images/train',
+    in_ch=1, sigma=25, gt_size=16, use_hflip=True, use_rot=True))""",
+    'pipeline': f"dict(type='ImageFolderDataset', gt_folder='images/train', pipeline={NOISY_PIPELINE})",
+}
+
+MM_CONFIG = """_base_ = ['{base}']
+model = dict(
+    type='QDRRestorer',
+    network_g=dict(type='EFM', in_ch=1, width=4, depth=2),
+    quant=dict(bits=8, calib_batches=2),
+    train=dict(fp32_warmup_iter=2, pixel_opt=dict(type='L1Loss', loss_weight=1.0),
+               dfd_opt=dict(type='L1Loss', loss_weight=1.0), lmr_opt=dict(type='gradnorm')),
+)
+train_dataloader = dict(batch_size=2, num_workers={workers}, sampler={sampler},
+                        collate_fn=dict(type='default_collate'), dataset={train_set})
+val_dataloader = dict(batch_size=1, num_workers=0, sampler=dict(type='DefaultSampler', shuffle=False),
+                      collate_fn=dict(type='default_collate'),
+                      dataset=dict(type='ImageFolderDataset', gt_folder='images/val', test_mode=True, pipeline=[
+                          dict(type='LoadImage', key='gt', channels=1),
+                          dict(type='AddGaussianNoise', sigma=25, seeded=True),
+                          dict(type='PackInputs')]))
+test_dataloader = val_dataloader
+val_evaluator = dict(type='QDRMetric')
+test_evaluator = val_evaluator
+train_cfg = dict(type='QDRIterBasedTrainLoop', max_iters={iters}, val_interval={iters})
+val_cfg = dict(type='ValLoop')
+test_cfg = dict(type='TestLoop')
+optim_wrapper = dict(constructor='QDROptimWrapperConstructor', optimizer=dict(type='Adam', lr=1e-3))
+param_scheduler = dict(type='MultiStepLR', milestones=[100], gamma=0.5, by_epoch=False)
+default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=2, max_keep_ckpts=-1))
+"""
+
+
+@pytest.fixture
+def mm_config(workdir: Path):
+    """``mm_config(train_set='basicsr' | 'pipeline', iters=5, order='mmengine' | 'basicsr', workers=0) -> Path`` of
+    a tiny config of the mmengine front (the model and data of :data:`TINY_OPTIONS`) inheriting the repo's runtime
+    ``_base_``; ``order`` picks the training sampler (:data:`MM_SAMPLERS`)."""
+
+    def write(train_set: str = 'basicsr', iters: int = 5, name: str = 'tiny_mm', order: str = 'mmengine',
+              workers: int = 0) -> Path:
+        path = workdir / f'{name}.py'
+        base = REPO / 'configs' / '_base_' / 'default_runtime.py'
+        path.write_text(MM_CONFIG.format(base=base, train_set=TRAIN_SETS[train_set], iters=iters,
+                                         sampler=MM_SAMPLERS[order], workers=workers))
+        return path
+
+    return write
 
 
 def _run_onnx(path: str | Path, x: torch.Tensor) -> np.ndarray:

@@ -20,7 +20,7 @@ import onnxruntime as ort  # noqa: E402
 from basicsr.metrics import calculate_psnr  # noqa: E402
 from basicsr.models import build_model  # noqa: E402
 from basicsr.utils import tensor2img  # noqa: E402
-from conftest import free_port  # noqa: E402
+from conftest import REPO, free_port  # noqa: E402
 from mmengine.hooks import Hook  # noqa: E402
 from mmengine.registry import HOOKS  # noqa: E402
 
@@ -32,63 +32,6 @@ from qdr_plugin.mm.config_check import check_config  # noqa: E402
 from qdr_plugin.option_rules import OptionsError  # noqa: E402
 from qdr_plugin.utils.checkpoint import load_networks  # noqa: E402
 from qdr_plugin.utils.rng import rng_state, set_rng_state  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
-
-NOISY_PIPELINE = """[
-    dict(type='LoadImage', key='gt', channels=1),
-    dict(type='PairedRandomCrop', gt_size=16, keys=['gt']),
-    dict(type='Flip', keys=['gt']),
-    dict(type='AddGaussianNoise', sigma=25),
-    dict(type='PackInputs'),
-]"""
-
-TRAIN_SETS = {
-    'basicsr': """dict(type='BasicSRDataset', opt=dict(type='GaussianNoiseDataset', dataroot_gt='images/train',
-    in_ch=1, sigma=25, gt_size=16, use_hflip=True, use_rot=True))""",
-    'pipeline': f"dict(type='ImageFolderDataset', gt_folder='images/train', pipeline={NOISY_PIPELINE})",
-}
-
-CONFIG = """_base_ = ['{base}']
-model = dict(
-    type='QDRRestorer',
-    network_g=dict(type='EFM', in_ch=1, width=4, depth=2),
-    quant=dict(bits=8, calib_batches=2),
-    train=dict(fp32_warmup_iter=2, pixel_opt=dict(type='L1Loss', loss_weight=1.0),
-               dfd_opt=dict(type='L1Loss', loss_weight=1.0), lmr_opt=dict(type='gradnorm')),
-)
-train_dataloader = dict(batch_size=2, num_workers=0, sampler=dict(type='InfiniteSampler', shuffle=True),
-                        collate_fn=dict(type='default_collate'), dataset={train_set})
-val_dataloader = dict(batch_size=1, num_workers=0, sampler=dict(type='DefaultSampler', shuffle=False),
-                      collate_fn=dict(type='default_collate'),
-                      dataset=dict(type='ImageFolderDataset', gt_folder='images/val', test_mode=True, pipeline=[
-                          dict(type='LoadImage', key='gt', channels=1),
-                          dict(type='AddGaussianNoise', sigma=25, seeded=True),
-                          dict(type='PackInputs')]))
-test_dataloader = val_dataloader
-val_evaluator = dict(type='QDRMetric')
-test_evaluator = val_evaluator
-train_cfg = dict(type='QDRIterBasedTrainLoop', max_iters={iters}, val_interval={iters})
-val_cfg = dict(type='ValLoop')
-test_cfg = dict(type='TestLoop')
-optim_wrapper = dict(constructor='QDROptimWrapperConstructor', optimizer=dict(type='Adam', lr=1e-3))
-param_scheduler = dict(type='MultiStepLR', milestones=[100], gamma=0.5, by_epoch=False)
-default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=2, max_keep_ckpts=-1))
-"""
-
-
-@pytest.fixture
-def mm_config(workdir: Path):
-    """``mm_config(train_set='basicsr' | 'pipeline', iters=5) -> Path`` of a tiny config inheriting the repo's
-    runtime ``_base_``."""
-
-    def write(train_set: str = 'basicsr', iters: int = 5, name: str = 'tiny_mm') -> Path:
-        path = workdir / f'{name}.py'
-        base = REPO / 'configs' / '_base_' / 'default_runtime.py'
-        path.write_text(CONFIG.format(base=base, train_set=TRAIN_SETS[train_set], iters=iters))
-        return path
-
-    return write
 
 
 def _train(config: Path, work_dir: str, *options: str, resume: str | None = None):

@@ -10,6 +10,8 @@ key path of the config:
   (:func:`qdr_plugin.network_check.check_network_built`: DFD layers, memory, ``keep_fp32`` patterns);
 * each ``*_dataloader.dataset`` -- a ``BasicSRDataset``'s ``opt`` by its basicsr dataset class's own rules and
   images, an ``ImageFolderDataset``'s folders must exist;
+* ``train_dataloader`` with basicsr's ``EnlargedSampler``: ``ratio`` a positive integer and ``drop_last=True``, as
+  basicsr's training loader (:mod:`qdr_plugin.mm.data.basicsr_order`);
 * ``load_from`` must exist; ``train.curriculum`` is refused (the BasicSR front has it).
 
 A problem raises :class:`~qdr_plugin.option_rules.OptionsError`: ``options error at model.train.dfd_opt.laeyr:
@@ -36,6 +38,7 @@ from qdr_plugin.option_rules import (
     check_registered,
     looked_in,
     need_dict,
+    need_int,
     resolve,
 )
 from qdr_plugin.quant.config import QuantConfig
@@ -153,6 +156,18 @@ def _check_dataset(path: str, dataset: Mapping, base_dir: Path, is_train_set: bo
                                        'Fix the path: relative paths start from the working directory.')
 
 
+def _check_basicsr_order(loader: Mapping) -> None:
+    """The training loader of basicsr's data order: ``EnlargedSampler(ratio)`` and ``drop_last=True``."""
+    sampler = loader.get('sampler')
+    if not isinstance(sampler, Mapping) or sampler.get('type') != 'EnlargedSampler':
+        return
+    need_int(sampler, 'train_dataloader.sampler', 'ratio', 1, example='50')
+    if loader.get('drop_last') is not True:
+        raise OptionsError('train_dataloader.drop_last', 'must be True with EnlargedSampler (basicsr drops the last '
+                           'incomplete batch of each epoch)', loader.get('drop_last', MISSING),
+                           'Write drop_last=True in train_dataloader.')
+
+
 def check_config(cfg: Mapping, is_train: bool, base_dir: str | Path) -> None:
     """Check an mmengine config (:class:`mmengine.Config` or a mapping) of the QDR front; raise
     :class:`OptionsError` naming the key path, the value, the problem and the fix."""
@@ -160,6 +175,8 @@ def check_config(cfg: Mapping, is_train: bool, base_dir: str | Path) -> None:
     _check_model(cfg, is_train)
     for i, (path, dataset) in enumerate(_datasets(cfg, is_train)):
         _check_dataset(path, dataset, base_dir, is_train and i == 0)
+    if is_train:
+        _check_basicsr_order(cfg['train_dataloader'])
     load_from = cfg.get('load_from')
     if load_from and not Path(resolve(str(load_from), base_dir)).is_file():
         raise OptionsPathError('load_from', f'checkpoint not found{looked_in(str(load_from), base_dir)}', load_from,

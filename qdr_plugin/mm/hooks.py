@@ -3,9 +3,10 @@ mmengine's own contents.
 
 * Before iteration ``fp32_warmup_iter`` (0-based, so the same update as ``QDRModel``'s 1-based
   ``fp32_warmup_iter + 1``): :meth:`QDRRestorer.start_qat <qdr_plugin.mm.model.QDRRestorer.start_qat>` on
-  calibration batches (:func:`qdr_plugin.mm.calibration.calibration_batches`, drawn with the global RNGs restored
-  afterwards), then a new optimizer over the new parameter groups, new parameter schedulers advanced to the current
-  iteration, and, in distributed training, a new DDP wrapper (it must all-reduce the step sizes too).
+  calibration batches (:func:`qdr_plugin.mm.calibration.calibration_batches`; their crops, flips and noise are
+  drawn from the global RNGs, part of the training's random stream as in ``basicsr train``), then a new optimizer
+  over the new parameter groups, new parameter schedulers advanced to the current iteration, and, in distributed
+  training, a new DDP wrapper (it must all-reduce the step sizes too).
 * Saving: ``qdr`` holds the RNG states, LMR's optimizer and the training record (``network_g``, ``quant``), and the
   message hub's history buffers are stored as plain lists, so that the file loads with
   ``torch.load(..., weights_only=True)`` (mmengine 0.10.7 pickles ``HistoryBuffer`` objects, which such loading
@@ -27,7 +28,7 @@ from mmengine.model import is_model_wrapper
 from mmengine.optim import OptimWrapper
 
 from qdr_plugin.utils.checkpoint import training_record
-from qdr_plugin.utils.rng import rng_preserved, rng_state
+from qdr_plugin.utils.rng import rng_state
 
 from .calibration import calibration_batches
 from .registry import HOOKS
@@ -49,8 +50,7 @@ class QATSwitchHook(Hook):
         model = _bare(runner.model)
         if model.teacher is not None or runner.iter < model.fp32_warmup_iter:
             return
-        with rng_preserved():
-            calibrated = model.start_qat(calibration_batches(runner, model.quant_config))
+        calibrated = model.start_qat(calibration_batches(runner, model.quant_config))
         self._rebuild_optimization(runner, advance=runner.iter)
         runner.logger.info(f'QAT starts at iter {runner.iter}: {calibrated} activation quantizers calibrated '
                            f'({model.quant_config.calibration}).')

@@ -1,21 +1,29 @@
-"""``QDRIterBasedTrainLoop``: mmengine's iteration-based loop that resumes exactly, and validates without touching
-the training's random stream.
+"""``QDRIterBasedTrainLoop``: mmengine's iteration-based loop that resumes exactly, validates without touching
+the training's random stream, and draws basicsr's data order when asked to.
 
 On resume mmengine's loop draws (and drops) the batches already trained, which moves the global RNGs; this loop then
 restores the RNG states saved with the checkpoint (set by :class:`~qdr_plugin.mm.hooks.QATSwitchHook` on loading), so
 the next batch, its augmentation and noise are the ones an uninterrupted run draws. Validation runs inside
-:func:`~qdr_plugin.utils.rng.rng_preserved` (its data loader seeds itself from the global RNG).
+:func:`~qdr_plugin.utils.rng.rng_preserved` (its data loader seeds itself from the global RNG), as ``basicsr train``
+validates.
+
+A training loader whose sampler is basicsr's ``EnlargedSampler`` (:mod:`qdr_plugin.mm.data.basicsr_order`) is
+iterated epoch by epoch as ``basicsr train`` iterates it (:class:`~qdr_plugin.mm.data.basicsr_order.BasicSREpochs`);
+the iterator mmengine's loop creates when it is built stands for the one basicsr's ``CPUPrefetcher`` creates before
+the first epoch (each draws the loader's base seed from torch's RNG), and is dropped unused as basicsr drops it.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from basicsr.data.data_sampler import EnlargedSampler
 from mmengine.logging import print_log
 from mmengine.runner import IterBasedTrainLoop
 
 from qdr_plugin.utils.rng import rng_preserved, set_rng_state
 
+from .data.basicsr_order import BasicSREpochs
 from .registry import LOOPS
 
 __all__ = ['QDRIterBasedTrainLoop']
@@ -23,10 +31,17 @@ __all__ = ['QDRIterBasedTrainLoop']
 
 @LOOPS.register_module()
 class QDRIterBasedTrainLoop(IterBasedTrainLoop):
-    """mmengine's ``IterBasedTrainLoop`` with exact resume and RNG-neutral validation."""
+    """mmengine's ``IterBasedTrainLoop`` with exact resume, RNG-neutral validation and, with an
+    ``EnlargedSampler``, basicsr's data order."""
 
     rng_after_skip: dict[str, Any] | None = None
     """The RNG states to restore once the trained batches are skipped (``None``: a fresh run)."""
+
+    def __init__(self, runner: Any, dataloader: Any, max_iters: int, **kwargs: Any) -> None:
+        super().__init__(runner, dataloader, max_iters, **kwargs)
+        if isinstance(self.dataloader.sampler, EnlargedSampler):
+            seed = (runner.cfg.get('randomness') or {}).get('seed')
+            self.dataloader_iterator = BasicSREpochs(self.dataloader, seed)
 
     def run(self) -> Any:
         self.runner.call_hook('before_train')

@@ -20,6 +20,7 @@ _LOCATIONS = {
     'loop': ['qdr_plugin.mm.loops'],
     'optimizer wrapper constructor': ['qdr_plugin.mm.optim'],
     'dataset': ['qdr_plugin.mm.data.datasets'],
+    'data sampler': ['qdr_plugin.mm.data.basicsr_order'],
     'transform': ['qdr_plugin.mm.data.transforms'],
 }
 
@@ -40,4 +41,5 @@ METRICS = CHILDREN['METRICS']
 LOOPS = CHILDREN['LOOPS']
 OPTIM_WRAPPER_CONSTRUCTORS = CHILDREN['OPTIM_WRAPPER_CONSTRUCTORS']
 DATASETS = CHILDREN['DATASETS']
+DATA_SAMPLERS = CHILDREN['DATA_SAMPLERS']
 TRANSFORMS = CHILDREN['TRANSFORMS']

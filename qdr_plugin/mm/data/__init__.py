@@ -1,5 +1,6 @@
-"""Data of the mmengine front: :mod:`.transforms` (mmcv-style) and :mod:`.datasets`."""
+"""Data of the mmengine front: :mod:`.transforms` (mmcv-style), :mod:`.datasets`, and basicsr's data order
+(:mod:`.basicsr_order`)."""
 
-from . import datasets, transforms
+from . import basicsr_order, datasets, transforms
 
-__all__ = ['datasets', 'transforms']
+__all__ = ['basicsr_order', 'datasets', 'transforms']
