@@ -1,6 +1,6 @@
 """BasicSR's data order in the mmengine front: a whole run of each front from the same seed, each drawing its own
 batches (basicsr's EnlargedSampler and epochs, calibration and validation as each front does them), ends with the
-same networks and validation scores."""
+same networks and validation scores; and the config check of that order."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ pytest.importorskip('mmengine')
 from mmengine.hooks import Hook  # noqa: E402
 
 from qdr_plugin.mm.cli import build_runner  # noqa: E402
+from qdr_plugin.mm.cli import main as mm_main  # noqa: E402
 from qdr_plugin.models import QDRModel  # noqa: E402
 from qdr_plugin.train import train_pipeline  # noqa: E402
 
@@ -81,3 +82,18 @@ def test_whole_run_equals_basicsr_train(workers, write_options, mm_config, monke
     assert [s.keys() for s in recorder.scores] == [s.keys() for s in their_scores]
     for ours, other in zip(recorder.scores, their_scores):
         assert all(abs(ours[k] - other[k]) <= 1e-4 for k in ours), (ours, other)
+
+
+@pytest.mark.parametrize(('options', 'expected'), [
+    (['train_dataloader.drop_last=False'], 'options error at train_dataloader.drop_last: must be True with '
+                                           'EnlargedSampler'),
+    (['train_dataloader.sampler.ratio=0'], 'options error at train_dataloader.sampler.ratio: must be a positive '
+                                           'integer'),
+])
+def test_basicsr_order_mistakes_stop_with_one_line(mm_config, capsys, options, expected):
+    with pytest.raises(SystemExit) as stop:
+        mm_main(['train', str(mm_config('pipeline', order='basicsr')), '--work-dir', 'bad', '--cfg-options', *options])
+    assert stop.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith(f'qdr_plugin.mm train: {expected}'), last
+    assert not Path('bad').exists()

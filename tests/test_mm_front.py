@@ -118,11 +118,12 @@ class _Crash(Hook):
             raise RuntimeError(f'killed before iter {self.at}')
 
 
+@pytest.mark.parametrize('order', ['mmengine', 'basicsr'])  # basicsr: epochs of 4 iterations
 @pytest.mark.parametrize('saved_at', [2, 4])  # 2: the checkpoint before the switch to QAT (at iter 2), 4: after it
-def test_resume_is_exact(mm_config, saved_at, one_thread):
+def test_resume_is_exact(mm_config, saved_at, order, one_thread):
     """A run killed one iteration after its checkpoint, resumed with --resume (the latest checkpoint of its work
-    directory), ends with the weights of an uninterrupted run."""
-    config = mm_config('pipeline', iters=6)
+    directory), ends with the weights of an uninterrupted run, in either data order."""
+    config = mm_config('pipeline', iters=6, order=order)
     _train(config, 'full')
     crashed = build_runner('train', str(config), 'killed', ['experiment_name=killed_first'])
     crashed.register_hook(_Crash(saved_at + 1))
@@ -136,8 +137,9 @@ def test_resume_is_exact(mm_config, saved_at, one_thread):
 
 
 # -------------------------------------------------------------------------------------------- distributed
-def test_two_process_gloo_training(mm_config, workdir):
-    config = mm_config('pipeline', iters=4)
+@pytest.mark.parametrize('order', ['mmengine', 'basicsr'])
+def test_two_process_gloo_training(mm_config, workdir, order):
+    config = mm_config('pipeline', iters=4, order=order)
     out = workdir / 'ranks.json'
     command = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2', f'--master_port={free_port()}',
                str(REPO / 'tests' / 'mm_ddp_worker.py'), str(config), 'ddp', str(out), 'experiment_name=ddp']

@@ -1,9 +1,11 @@
 # The dehazing task on the committed demo images (as options/tasks/dehaze.yml): synthetic haze on clean crops for
-# training, real hazy / clear pairs for validation, both through the plugin's basicsr datasets (BasicSRDataset).
+# training, real hazy / clear pairs for validation, both through the plugin's basicsr datasets (BasicSRDataset);
+# training batches in basicsr's data order (dataset_enlarge_ratio 100).
 train_dataloader = dict(
     batch_size=8,
     num_workers=0,
-    sampler=dict(type='InfiniteSampler', shuffle=True),
+    drop_last=True,
+    sampler=dict(type='EnlargedSampler', ratio=100),
     collate_fn=dict(type='default_collate'),
     dataset=dict(type='BasicSRDataset', opt=dict(
         type='SyntheticHazeDataset', dataroot_gt='datasets/demo_tasks/train', gt_size=64, use_hflip=True,
