@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from basicsr.data.data_sampler import EnlargedSampler
+from mmengine.dist import get_rank
 from mmengine.logging import print_log
 from mmengine.runner import IterBasedTrainLoop
 
@@ -40,7 +41,8 @@ class QDRIterBasedTrainLoop(IterBasedTrainLoop):
     def __init__(self, runner: Any, dataloader: Any, max_iters: int, **kwargs: Any) -> None:
         super().__init__(runner, dataloader, max_iters, **kwargs)
         if isinstance(self.dataloader.sampler, EnlargedSampler):
-            seed = (runner.cfg.get('randomness') or {}).get('seed')
+            diff_rank_seed = (runner.cfg.get('randomness') or {}).get('diff_rank_seed', False)
+            seed = runner.seed - (get_rank() if diff_rank_seed else 0)  # the seed before its rank offset
             self.dataloader_iterator = BasicSREpochs(self.dataloader, seed)
 
     def run(self) -> Any:

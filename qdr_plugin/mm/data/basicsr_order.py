@@ -51,17 +51,16 @@ class BasicSREpochs(Iterator):
 
     Epoch ``e`` calls ``dataloader.sampler.set_epoch(e)`` and iterates a new iterator of the loader to its end. The
     loader's ``worker_init_fn`` becomes basicsr's (``num_workers * rank + worker_id + seed`` seeds python's and
-    numpy's RNGs in each worker; torch's keeps the loader's per-worker seed), or none without a ``seed``.
+    numpy's RNGs in each worker; torch's keeps the loader's per-worker seed).
 
     Args:
         dataloader: a loader whose sampler has ``set_epoch``.
-        seed: the run's seed (``randomness.seed``, without a rank offset), as the YAML's ``manual_seed``.
+        seed: the run's seed without a rank offset, as the YAML's ``manual_seed``.
     """
 
-    def __init__(self, dataloader: DataLoader, seed: int | None) -> None:
+    def __init__(self, dataloader: DataLoader, seed: int) -> None:
         rank, _ = get_dist_info()
-        dataloader.worker_init_fn = None if seed is None else partial(
-            worker_init_fn, num_workers=dataloader.num_workers, rank=rank, seed=seed)
+        dataloader.worker_init_fn = partial(worker_init_fn, num_workers=dataloader.num_workers, rank=rank, seed=seed)
         self.dataloader, self.epoch = dataloader, -1
         self.iterator: Iterator[Any] = iter(())
 
