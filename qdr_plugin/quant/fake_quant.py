@@ -222,11 +222,13 @@ class ActQuantizer(FakeQuantizer):
     """Per-tensor activation quantizer, symmetric signed (default) or asymmetric unsigned with a zero point.
 
     One tensor is quantized once: when the same quantizer (shared between consumers by
-    :func:`qdr_plugin.quant.tie_shared_quantizers`) is called again with the very same, unmodified tensor, it
-    returns its previous output (weak references, so nothing outlives the step). That is what a deployed INT8 graph
+    :func:`qdr_plugin.quant.tie_shared_quantizers`) is called again with the very same, unmodified tensor, or with
+    its own previous output (a convolution's output quantizer tied to its consumers'), it returns its previous
+    output (weak references, so nothing outlives the step). That is what a deployed INT8 graph
     does too: one QuantizeLinear per tensor, its DequantizeLinear feeding every consumer.
 
-    While ``observer`` is set (calibration, tying) it passes ``x`` through unchanged and reports it to the observer.
+    While ``observer`` is set (calibration, tying) it reports ``x`` to the observer and passes it through unchanged
+    (or returns what the observer's ``observe`` returns instead, when that is not ``None``).
 
     ``observe`` (``quant.scheme: observer``): the range is a moving average of the batches' min and max, updated at
     every training forward pass before quantizing (``m <- (1 - c) m + c min(x)``, the same for the max, ``c`` =
@@ -265,16 +267,15 @@ class ActQuantizer(FakeQuantizer):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.observer is not None:
-            self.observer.observe(x, self)
-            return x
+            seen = self.observer.observe(x, self)
+            return x if seen is None else seen
         if not self.enabled:
             return x
         if self._last is not None:
             last_x, version, last_y = self._last
-            if last_x() is x and x._version == version:
-                y = last_y()
-                if y is not None:
-                    return y
+            y = last_y()
+            if y is not None and (x is y or (last_x() is x and x._version == version)):
+                return y  # the same tensor again, or this quantizer's own output (already on its grid)
         if not bool(self.initialized):
             raise RuntimeError(
                 'An activation quantizer was used before calibration. Run qdr_plugin.quant.calibrate(model, batches) '
