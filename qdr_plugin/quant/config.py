@@ -59,7 +59,7 @@ class QuantConfig:
             uses the unsigned grid ``[0, 2^b - 1]`` with zero point 0 instead of ``[-2^(b-1), 2^(b-1) - 1]``: twice
             the resolution on non-negative data, and exactly ONNX Runtime's uint8 form (which folds the ReLU into
             the QLinearConv). TensorRT has int8 only, so such a network exports for ``--target onnxruntime`` only.
-        conv_outputs: give a quantizer to the output of every quantized convolution whose result reaches float work
+        integer_points: give a quantizer to the output of every quantized convolution whose result reaches float work
             (a residual ``+``, a LeakyReLU / PReLU, a pixel shuffle, a gate, the network output), so an integer
             runtime runs every convolution as an integer kernel (:mod:`qdr_plugin.quant.output_points`).
             ``False``: inputs-only quantization, the form of checkpoints trained before these quantizers existed.
@@ -78,7 +78,7 @@ class QuantConfig:
     learn_step: bool = True
     fold_bn: bool = True
     unsigned_relu: bool = False
-    conv_outputs: bool = True
+    integer_points: bool = True
     scheme: str = 'lsq'
 
     def __post_init__(self) -> None:
@@ -193,7 +193,7 @@ _FIELD_RULES: dict[str, Callable[[Mapping[str, Any], str, str], Any]] = {
     'learn_step': _check_flag,
     'fold_bn': _check_flag,
     'unsigned_relu': _check_flag,
-    'conv_outputs': _check_flag,
+    'integer_points': _check_flag,
     'scheme': lambda block, path, key: need_choice(block, path, key, SCHEMES, required=True),
 }
 """The rule of each field: ``rule(block, path, key)`` raises :class:`OptionsError` at ``<path>.<key>``."""

@@ -87,7 +87,7 @@ def quantize_model(
     Modules whose name matches a ``config.keep_fp32`` pattern stay float, and so do the first and the last
     convolution / linear layer a forward pass on ``example`` calls, as ``config.float_ends`` says, with the
     element-wise ops outside them when ``config.float_end_ops`` (and every concatenation with ``scheme: observer``).
-    With ``config.conv_outputs``, a convolution whose output reaches float work gets an output quantizer
+    With ``config.integer_points``, a convolution whose output reaches float work gets an output quantizer
     (:mod:`qdr_plugin.quant.output_points`). A layer the
     network calls several times per forward pass (a recurrent stage) keeps one weight quantizer and gets one
     activation quantizer per call (:mod:`qdr_plugin.quant.call_sites`). Activation quantizers that receive the
@@ -159,9 +159,9 @@ def quantize_model(
 def _output_points(
     model: nn.Module, plan: list, calls: dict[str, int], config: QuantConfig, example: torch.Tensor | None
 ) -> list[str]:
-    """With ``config.conv_outputs``, :func:`add_output_quantizers` on the converted layers called once per forward
+    """With ``config.integer_points``, :func:`add_output_quantizers` on the converted layers called once per forward
     pass (a layer called several times keeps inputs-only quantization); returns the names it gave one."""
-    if not config.conv_outputs or example is None:
+    if not config.integer_points or example is None:
         return []
     names = {id(module): name for name, module in model.named_modules()}
     repeated = [names[id(getattr(parent, child))] for parent, child, _ in plan if calls[f'{id(parent)}.{child}'] > 1]
