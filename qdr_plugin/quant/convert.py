@@ -42,6 +42,19 @@ def register_rewrite(rewrite: Callable[[nn.Module], int]) -> Callable[[nn.Module
     return rewrite
 
 
+POINT_REWRITES: dict[str, Callable[[nn.Module], int]] = {}
+"""Rewrites :func:`quantize_model` applies with ``config.integer_points`` only (see :func:`register_point_rewrite`)."""
+
+
+def register_point_rewrite(rewrite: Callable[[nn.Module], int]) -> Callable[[nn.Module], int]:
+    """Decorator: like :func:`register_rewrite`, for a rewrite that gives a block quantization points an integer
+    runtime needs (e.g. a residual ``+`` written as an :class:`~qdr_plugin.quant.ops.Add`, whose inputs are then
+    quantized); :func:`quantize_model` applies it only with ``config.integer_points``, so a checkpoint trained
+    without them reloads."""
+    POINT_REWRITES[f'{rewrite.__module__}.{rewrite.__qualname__}'] = rewrite
+    return rewrite
+
+
 def _kept_fp32(name: str, patterns: list[str]) -> bool:
     return any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
@@ -108,7 +121,7 @@ def quantize_model(
             f'quantize_model: BatchNorm layers {unfoldable} do not directly follow a Conv2d in an nn.Sequential and '
             'cannot be folded; fold them into the arch before QAT (the network was left unchanged).'
         )
-    for rewrite in REWRITES.values():
+    for rewrite in [*REWRITES.values(), *(POINT_REWRITES.values() if config.integer_points else ())]:
         rewrite(model)
     plan = [
         (parent, child_name, FLOAT_TO_QUANT[type(child)])
