@@ -42,7 +42,14 @@ from qdr_plugin.quant.fake_quant import STEP_MIN
 from qdr_plugin.quant.onnx_qdq import integer_weight
 from qdr_plugin.utils.atomic_write import atomic_output
 
-from .graph_rewrites import widen_narrow_convolutions, zero_point_of_relu_fed_quantizers
+from .graph_rewrites import (
+    float_upsampling_inputs,
+    fold_scalar_multiplications,
+    integer_depth_to_space,
+    remove_requantization,
+    widen_narrow_convolutions,
+    zero_point_of_relu_fed_quantizers,
+)
 
 TARGETS = ('onnxruntime', 'tensorrt')
 OPSET = 17
@@ -156,11 +163,29 @@ def export_onnx(
     path = Path(path)
     with atomic_output(path) as tmp:
         _trace(net, tmp, in_channels, opset)
-        if not fp32 and target == 'onnxruntime':
+        if not fp32:
             model = onnx.load(str(tmp))
-            if zero_point_of_relu_fed_quantizers(model) + widen_narrow_convolutions(model):
+            if rewrite_for_target(model, target):
                 onnx.save(model, str(tmp))
     return path
+
+
+def rewrite_for_target(model: onnx.ModelProto, target: str) -> int:
+    """The graph rewrites of a traced INT8 export for ``target``, in place; returns how many places changed.
+
+    Both targets: a dequantized tensor times a positive scalar becomes one DequantizeLinear
+    (:func:`~qdr_plugin.deploy.graph_rewrites.fold_scalar_multiplications`), and a quantizer applied again to its own
+    dequantized output is bypassed (:func:`~qdr_plugin.deploy.graph_rewrites.remove_requantization`). ``tensorrt``:
+    pixel shuffles read float tensors (:func:`~qdr_plugin.deploy.graph_rewrites.float_upsampling_inputs`; the
+    convolution's output quantizer and the one after the shuffle are one tied quantizer, so the numbers stay).
+    ``onnxruntime``: zero point 0 after a Relu, pixel shuffles on the integers
+    (:func:`~qdr_plugin.deploy.graph_rewrites.integer_depth_to_space`) and narrow convolutions widened.
+    """
+    if target == 'tensorrt':
+        return (fold_scalar_multiplications(model) + float_upsampling_inputs(model)
+                + remove_requantization(model))
+    return (zero_point_of_relu_fed_quantizers(model) + fold_scalar_multiplications(model)
+            + integer_depth_to_space(model) + remove_requantization(model) + widen_narrow_convolutions(model))
 
 
 def _trace(net: nn.Module, path: Path, in_channels: int, opset: int) -> None:
