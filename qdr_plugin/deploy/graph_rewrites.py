@@ -7,11 +7,11 @@ Each rewrite changes the model in place and returns how many places it changed (
 - :func:`widen_narrow_convolutions`: zero filters for an integer convolution with too few output channels for ONNX
   Runtime's fast kernel (QDR export and PTQ baseline, ``onnxruntime`` target).
 - :func:`float_upsampling_inputs`: an up-sampling op reads the float tensor instead of its Q/DQ round trip (PTQ
-  baseline and QDR export, ``tensorrt`` target).
+  baseline, ``tensorrt`` target).
 - :func:`fold_scalar_multiplications`: a dequantized tensor times a positive scalar becomes one DequantizeLinear
   (QDR export, both targets).
-- :func:`integer_depth_to_space`: a pixel shuffle of a dequantized tensor runs on the integers (QDR export,
-  ``onnxruntime`` target).
+- :func:`depth_to_space_on_quantized`: a pixel shuffle of a dequantized tensor runs on the integers (QDR export,
+  ``onnxruntime`` target) or on the float tensor with its Q/DQ after it (``tensorrt`` target).
 - :func:`remove_requantization`: a QuantizeLinear of a DequantizeLinear with the same parameters is bypassed (QDR
   export, both targets).
 
@@ -303,16 +303,18 @@ def _same_quantization(a: onnx.NodeProto, b: onnx.NodeProto, values: dict[str, n
             and np.array_equal(values.get(a.input[1]), values.get(b.input[1])))
 
 
-def integer_depth_to_space(model: onnx.ModelProto) -> int:
-    """Run every DepthToSpace that reads a per-tensor ``DequantizeLinear`` on the integers instead, and dequantize
-    its output (a new DequantizeLinear with the same scale and zero point): a pixel shuffle only moves values, so
-    the numbers are the same. Returns how many DepthToSpace nodes were moved.
+def depth_to_space_on_quantized(model: onnx.ModelProto, integer: bool) -> int:
+    """Move the quantization around every DepthToSpace that reads a per-tensor ``DequantizeLinear`` so the pixel
+    shuffle stays exact and each runtime gets its pattern; returns how many DepthToSpace nodes were changed. A pixel
+    shuffle only moves values, so quantizing before or after it gives the same numbers.
 
-    ONNX Runtime runs DepthToSpace on uint8 tensors (a quarter of the bytes) but has no QDQ fusion for it: the
-    dequantized pixel shuffle would run in float, and the Q after it would quantize again. Moved, the convolution
-    before it ends in a QuantizeLinear (a ``QLinearConv``), and a ``DequantizeLinear -> QuantizeLinear`` pair with
-    equal parameters after it is removed by :func:`remove_requantization`. For the ``onnxruntime`` target only:
-    TensorRT wants up-sampling on float tensors.
+    ``integer`` (``onnxruntime`` target): the DepthToSpace runs on the integers and a new DequantizeLinear (same
+    scale and zero point) follows it. ONNX Runtime runs DepthToSpace on uint8 tensors but has no QDQ fusion for it:
+    left dequantized, the shuffle would run in float and the convolution before it would end in a dequantized
+    tensor. Otherwise (``tensorrt``, whose rules keep up-sampling on float tensors): when the DequantizeLinear reads
+    a QuantizeLinear, the DepthToSpace reads that quantizer's float input, and a copy of the QuantizeLinear /
+    DequantizeLinear pair follows it. A pair with equal parameters right after either form is removed by
+    :func:`remove_requantization`.
     """
     graph = model.graph
     values = constant_values(graph)
@@ -322,16 +324,25 @@ def integer_depth_to_space(model: onnx.ModelProto) -> int:
         dq = producers.get(node.input[0]) if node.op_type == 'DepthToSpace' else None
         if not _per_tensor_dequantize(dq, values):
             continue
-        integer = f'{node.output[0]}_integer'
-        after = helper.make_node('DequantizeLinear', [integer, dq.input[1], dq.input[2]], [node.output[0]],
-                                 name=f'{node.name}_dequantize')
-        node.input[0], node.output[0] = dq.input[0], integer
-        graph.node.insert(list(graph.node).index(node) + 1, after)
-        for info in [v for v in graph.value_info if v.name == after.output[0]]:
+        q = producers.get(dq.input[0])
+        if not integer and (q is None or q.op_type != 'QuantizeLinear'):
+            continue
+        shuffled = f'{node.output[0]}_shuffled'
+        after = [helper.make_node('DequantizeLinear', [f'{shuffled}_q' if not integer else shuffled, *dq.input[1:]],
+                                  [node.output[0]], name=f'{node.name}_dequantize')]
+        if not integer:
+            after.insert(0, helper.make_node('QuantizeLinear', [shuffled, *q.input[1:]], [f'{shuffled}_q'],
+                                             name=f'{node.name}_quantize'))
+        node.input[0] = dq.input[0] if integer else q.input[0]
+        node.output[0] = shuffled
+        position = list(graph.node).index(node) + 1
+        for offset, new in enumerate(after):
+            graph.node.insert(position + offset, new)
+        for info in [v for v in graph.value_info if v.name == after[-1].output[0]]:
             graph.value_info.remove(info)
         moved += 1
     if moved:
-        remove_dead_nodes(graph, ('DequantizeLinear',))
+        remove_dead_nodes(graph, ('QuantizeLinear', 'DequantizeLinear'))
     return moved
 
 

@@ -43,9 +43,8 @@ from qdr_plugin.quant.onnx_qdq import integer_weight
 from qdr_plugin.utils.atomic_write import atomic_output
 
 from .graph_rewrites import (
-    float_upsampling_inputs,
+    depth_to_space_on_quantized,
     fold_scalar_multiplications,
-    integer_depth_to_space,
     remove_requantization,
     widen_narrow_convolutions,
     zero_point_of_relu_fed_quantizers,
@@ -175,17 +174,17 @@ def rewrite_for_target(model: onnx.ModelProto, target: str) -> int:
 
     Both targets: a dequantized tensor times a positive scalar becomes one DequantizeLinear
     (:func:`~qdr_plugin.deploy.graph_rewrites.fold_scalar_multiplications`), and a quantizer applied again to its own
-    dequantized output is bypassed (:func:`~qdr_plugin.deploy.graph_rewrites.remove_requantization`). ``tensorrt``:
-    pixel shuffles read float tensors (:func:`~qdr_plugin.deploy.graph_rewrites.float_upsampling_inputs`; the
-    convolution's output quantizer and the one after the shuffle are one tied quantizer, so the numbers stay).
-    ``onnxruntime``: zero point 0 after a Relu, pixel shuffles on the integers
-    (:func:`~qdr_plugin.deploy.graph_rewrites.integer_depth_to_space`) and narrow convolutions widened.
+    dequantized output is bypassed (:func:`~qdr_plugin.deploy.graph_rewrites.remove_requantization`); pixel shuffles
+    of quantized tensors run on the float tensor with the Q/DQ after them (``tensorrt``) or on the integers
+    (``onnxruntime``; :func:`~qdr_plugin.deploy.graph_rewrites.depth_to_space_on_quantized`). ``onnxruntime`` also:
+    zero point 0 after a Relu, narrow convolutions widened.
     """
     if target == 'tensorrt':
-        return (fold_scalar_multiplications(model) + float_upsampling_inputs(model)
+        return (fold_scalar_multiplications(model) + depth_to_space_on_quantized(model, integer=False)
                 + remove_requantization(model))
     return (zero_point_of_relu_fed_quantizers(model) + fold_scalar_multiplications(model)
-            + integer_depth_to_space(model) + remove_requantization(model) + widen_narrow_convolutions(model))
+            + depth_to_space_on_quantized(model, integer=True) + remove_requantization(model)
+            + widen_narrow_convolutions(model))
 
 
 def _trace(net: nn.Module, path: Path, in_channels: int, opset: int) -> None:
