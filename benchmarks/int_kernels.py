@@ -3,7 +3,10 @@
 Each arch is built small, prepared with the plugin (:func:`qdr_plugin.prepare`, calibrated on a few random
 images), exported INT8 for ``--target onnxruntime`` and counted in ONNX Runtime's optimized graph
 (:func:`qdr_plugin.deploy.kernel_report.kernel_report`); the same network exported for ``--target tensorrt`` is
-run through the TensorRT rule checker. Writes ``<out>.json`` and ``<out>.md`` and prints the table.
+run through the TensorRT rule checker. Writes ``<out>.json`` and ``<out>.md`` and prints the table. With ``--keep
+DIR`` it also leaves, per arch, the files to time against each other on an idle machine: ``<arch>_fp32.onnx``,
+``<arch>_int8.onnx`` (the plugin's export for ONNX Runtime) and ``<arch>_ptq.onnx`` (ONNX Runtime's own PTQ of the
+FP32 file, MinMax, calibrated on the same random images), e.g. with ``benchmarks/speed_ratio.py``.
 
     OMP_NUM_THREADS=1 python benchmarks/int_kernels.py --out benchmarks/results/int_kernels_after
 """
@@ -20,6 +23,7 @@ import torch
 
 from qdr_plugin.deploy import check_onnx, export_onnx
 from qdr_plugin.deploy.kernel_report import kernel_report
+from qdr_plugin.deploy.ptq import quantize_onnx_ptq
 from qdr_plugin.prepare import prepare
 from qdr_plugin.quant import QuantConfig
 from qdr_plugin.utils.checkpoint import build_network
@@ -48,16 +52,22 @@ def _channels(network_opt: dict[str, Any]) -> int:
     return int(network_opt.get('num_in_ch') or network_opt.get('in_ch'))
 
 
-def measure(name: str, network_opt: dict[str, Any], quant: dict[str, Any], workdir: Path) -> dict[str, Any]:
-    """Build, prepare (calibrated on two random 32 x 32 batches), export for both targets and count one arch."""
+def measure(
+    name: str, network_opt: dict[str, Any], quant: dict[str, Any], workdir: Path, keep: Path | None = None
+) -> dict[str, Any]:
+    """Build, prepare (calibrated on two random 32 x 32 batches), export for both targets and count one arch; with
+    ``keep``, also write its FP32 export, its INT8 export and ONNX Runtime's PTQ of it there."""
     torch.manual_seed(0)
     net = build_network(dict(network_opt))
     channels = _channels(network_opt)
     batches = [torch.rand(2, channels, 32, 32) for _ in range(2)]
     prepared = prepare(net, network_opt, QuantConfig.from_options(quant), batches).network.eval()
-    stem = workdir / name.replace(' ', '_')
-    ort_path = export_onnx(prepared, stem.with_suffix('.ort.onnx'), channels, 'onnxruntime')
-    trt_path = export_onnx(prepared, stem.with_suffix('.trt.onnx'), channels, 'tensorrt')
+    stem = (keep or workdir) / name.replace(' ', '_').replace('-', '_')
+    ort_path = export_onnx(prepared, Path(f'{stem}_int8.onnx'), channels, 'onnxruntime')
+    trt_path = export_onnx(prepared, workdir / f'{stem.name}_trt.onnx', channels, 'tensorrt')
+    if keep is not None:
+        fp32_path = export_onnx(prepared, Path(f'{stem}_fp32.onnx'), channels, fp32=True)
+        quantize_onnx_ptq(fp32_path, Path(f'{stem}_ptq.onnx'), [b[:1].numpy() for b in batches])
     trt = check_onnx(trt_path, 'tensorrt', prepared)
     report = kernel_report(ort_path)
     return {'arch': name, **report.as_dict(), 'tensorrt': 'OK' if not trt.problems else '; '.join(trt.problems)}
@@ -88,12 +98,15 @@ def main() -> None:
     parser.add_argument('--out', required=True, help='output path without suffix (.json and .md are written)')
     parser.add_argument('--archs', nargs='*', default=list(ARCHS), help='a subset of the arch names')
     parser.add_argument('--unsigned-relu', action='store_true', help='quant.unsigned_relu: true')
+    parser.add_argument('--keep', type=Path, help='a folder to leave the FP32, INT8 and ORT-PTQ files of every arch in')
     args = parser.parse_args()
     quant = {'bits': 8, 'unsigned_relu': args.unsigned_relu}
     rows = []
+    if args.keep is not None:
+        args.keep.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.archs:
-            rows.append(measure(name, ARCHS[name], quant, Path(tmp)))
+            rows.append(measure(name, ARCHS[name], quant, Path(tmp), args.keep))
             print(json.dumps(rows[-1]), flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
