@@ -59,10 +59,12 @@ class QuantConfig:
             uses the unsigned grid ``[0, 2^b - 1]`` with zero point 0 instead of ``[-2^(b-1), 2^(b-1) - 1]``: twice
             the resolution on non-negative data, and exactly ONNX Runtime's uint8 form (which folds the ReLU into
             the QLinearConv). TensorRT has int8 only, so such a network exports for ``--target onnxruntime`` only.
-        integer_points: give a quantizer to the output of every quantized convolution whose result reaches float work
-            (a residual ``+``, a LeakyReLU / PReLU, a pixel shuffle, a gate, the network output), so an integer
-            runtime runs every convolution as an integer kernel (:mod:`qdr_plugin.quant.output_points`).
-            ``False``: inputs-only quantization, the form of checkpoints trained before these quantizers existed.
+        integer_points: the quantization points an integer runtime needs: the rewrites registered with
+            :func:`~qdr_plugin.quant.convert.register_point_rewrite` (basicsr's residual blocks as ``Add`` / ``Mul``
+            points), and a quantizer on the output of every quantized convolution whose result reaches float work
+            (a residual ``+``, a LeakyReLU / PReLU, a pixel shuffle, a gate, the network output;
+            :mod:`qdr_plugin.quant.output_points`), so every convolution can run as an integer kernel. ``False``:
+            inputs-only quantization, the form of checkpoints trained before these points existed.
     """
 
     weight_bits: int = 8
