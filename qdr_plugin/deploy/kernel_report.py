@@ -37,7 +37,8 @@ class KernelReport:
         float_convs: names of the convolutions run in float, with their operator type (``'Conv'``, ...).
         integer_ops: the other integer operators (``QLinearAdd``, ...) by type.
         float_ops: element-wise float operators (``Add``, ``Mul``, ``Sigmoid``, ...) by type.
-        data_ops: the operators of :data:`DATA_MOVEMENT` by type.
+        data_ops: the operators of :data:`DATA_MOVEMENT`, and those computing on tensor shapes (``'Sub (shape)'``),
+            by type.
         qdq: QuantizeLinear / DequantizeLinear left between float and integer parts, by type.
     """
 
@@ -88,13 +89,29 @@ def _counts(counter: Counter) -> str:
     return ', '.join(f'{op} {n}' for op, n in sorted(counter.items())) or 'none'
 
 
+def _shape_nodes(graph: onnx.GraphProto) -> set[str]:
+    """Output names of the nodes that compute on tensor shapes only (``Shape`` and what reads nothing but shapes and
+    constants: the padding arithmetic of a dynamic-size input), not on images."""
+    constants = {init.name for init in graph.initializer}
+    derived: set[str] = set()
+    for node in graph.node:  # topological order
+        inputs = [name for name in node.input if name and name not in constants]
+        if node.op_type == 'Shape' or (inputs and all(name in derived for name in inputs)):
+            derived.update(node.output)
+    return derived
+
+
 def classify(graph: onnx.GraphProto) -> KernelReport:
-    """Sort the nodes of an (ONNX Runtime optimized) graph into a :class:`KernelReport`."""
+    """Sort the nodes of an (ONNX Runtime optimized) graph into a :class:`KernelReport`; shape arithmetic counts
+    as data movement."""
     integer_convs, float_convs = 0, []
     integer_ops, float_ops, data_ops, qdq = Counter(), Counter(), Counter(), Counter()
+    shapes = _shape_nodes(graph)
     for node in graph.node:
         op = node.op_type
-        if op == 'QLinearConv':
+        if node.output and node.output[0] in shapes:
+            data_ops[f'{op} (shape)'] += 1
+        elif op == 'QLinearConv':
             integer_convs += 1
         elif op in FLOAT_CONVS:
             float_convs.append((node.name, op))
