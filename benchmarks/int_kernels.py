@@ -3,10 +3,11 @@
 Each arch is built small, prepared with the plugin (:func:`qdr_plugin.prepare`, calibrated on a few random
 images), exported INT8 for ``--target onnxruntime`` and counted in ONNX Runtime's optimized graph
 (:func:`qdr_plugin.deploy.kernel_report.kernel_report`); the same network exported for ``--target tensorrt`` is
-run through the TensorRT rule checker. Writes ``<out>.json`` and ``<out>.md`` and prints the table. With ``--keep
-DIR`` it also leaves, per arch, the files to time against each other on an idle machine: ``<arch>_fp32.onnx``,
-``<arch>_int8.onnx`` (the plugin's export for ONNX Runtime) and ``<arch>_ptq.onnx`` (ONNX Runtime's own PTQ of the
-FP32 file, MinMax, calibrated on the same random images), e.g. with ``benchmarks/speed_ratio.py``.
+run through the TensorRT rule checker; ONNX Runtime's own PTQ of the FP32 export (MinMax, calibrated on the same
+random images) is counted beside it. Writes ``<out>.json`` and ``<out>.md`` and prints the table. With ``--keep
+DIR`` it leaves, per arch, the files to time against each other on an idle machine: ``<arch>_fp32.onnx``,
+``<arch>_int8.onnx`` (the plugin's export for ONNX Runtime) and ``<arch>_ptq.onnx``, e.g. with
+``benchmarks/speed_ratio.py``.
 
     OMP_NUM_THREADS=1 python benchmarks/int_kernels.py --out benchmarks/results/int_kernels_after
 """
@@ -45,8 +46,6 @@ ARCHS: dict[str, dict[str, Any]] = {
 }
 """The archs, small: block counts cut, widths as shipped (the structure per block is what is counted)."""
 
-COLUMNS = ('arch', 'convs', 'integer_convs', 'float_convs', 'integer_ops', 'float_ops', 'qdq', 'tensorrt')
-
 
 def _channels(network_opt: dict[str, Any]) -> int:
     return int(network_opt.get('num_in_ch') or network_opt.get('in_ch'))
@@ -65,12 +64,13 @@ def measure(
     stem = (keep or workdir) / name.replace(' ', '_').replace('-', '_')
     ort_path = export_onnx(prepared, Path(f'{stem}_int8.onnx'), channels, 'onnxruntime')
     trt_path = export_onnx(prepared, workdir / f'{stem.name}_trt.onnx', channels, 'tensorrt')
-    if keep is not None:
-        fp32_path = export_onnx(prepared, Path(f'{stem}_fp32.onnx'), channels, fp32=True)
-        quantize_onnx_ptq(fp32_path, Path(f'{stem}_ptq.onnx'), [b[:1].numpy() for b in batches])
+    fp32_path = export_onnx(prepared, Path(f'{stem}_fp32.onnx'), channels, fp32=True)
+    ptq_path = quantize_onnx_ptq(fp32_path, Path(f'{stem}_ptq.onnx'), [b[:1].numpy() for b in batches])
     trt = check_onnx(trt_path, 'tensorrt', prepared)
-    report = kernel_report(ort_path)
-    return {'arch': name, **report.as_dict(), 'tensorrt': 'OK' if not trt.problems else '; '.join(trt.problems)}
+    report, ptq = kernel_report(ort_path), kernel_report(ptq_path)
+    return {'arch': name, **report.as_dict(), 'ptq_integer_convs': ptq.integer_convs,
+            'ptq_integer_ops': dict(ptq.integer_ops),
+            'tensorrt': 'OK' if not trt.problems else '; '.join(trt.problems)}
 
 
 def _ops(counts: dict[str, int]) -> str:
@@ -81,11 +81,12 @@ def markdown(rows: list[dict[str, Any]], quant: dict[str, Any]) -> str:
     """The rows as a Markdown table, with the float convolutions' names below it."""
     lines = [f'quant: {json.dumps(quant)}', '',
              '| arch | convs | integer convs | float convs | integer ops | float element-wise ops | Q / DQ left '
-             '| TensorRT checker |', '|---|---|---|---|---|---|---|---|']
+             '| TensorRT checker | ORT PTQ: integer convs | ORT PTQ: integer ops |',
+             '|---|---|---|---|---|---|---|---|---|---|']
     for row in rows:
         lines.append(f"| {row['arch']} | {row['convs']} | {row['integer_convs']} | {row['float_convs']} | "
                      f"{_ops(row['integer_ops'])} | {_ops(row['float_ops'])} | {_ops(row['qdq'])} | "
-                     f"{row['tensorrt']} |")
+                     f"{row['tensorrt']} | {row['ptq_integer_convs']} | {_ops(row['ptq_integer_ops'])} |")
     lines.append('')
     for row in rows:
         if row['float_conv_nodes']:
