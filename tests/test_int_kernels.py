@@ -121,3 +121,15 @@ def test_checkpoint_without_the_points_loads_as_trained(tmp_path):
     loaded, _ = load_networks(network_opt, {'bits': 8}, str(path))
     with torch.no_grad():
         assert torch.equal(loaded(x), new(x))
+
+
+def test_integer_points_follow_the_activation_bits() -> None:
+    """``integer_points: ~`` adds the points with 8-bit activations only: integer kernels are 8-bit, and below 8 bits
+    the extra points would only coarsen gate and residual tensors."""
+    from qdr_plugin.quant import QuantConfig
+
+    assert QuantConfig().integer_kernel_points
+    assert not QuantConfig(weight_bits=4, act_bits=4).integer_kernel_points
+    assert QuantConfig(weight_bits=4, act_bits=8).integer_kernel_points
+    assert QuantConfig(weight_bits=4, act_bits=4, integer_points=True).integer_kernel_points
+    assert not QuantConfig(integer_points=False).integer_kernel_points

@@ -64,7 +64,9 @@ class QuantConfig:
             points), and a quantizer on the output of every quantized convolution whose result reaches float work
             (a residual ``+``, a LeakyReLU / PReLU, a pixel shuffle, a gate, the network output;
             :mod:`qdr_plugin.quant.output_points`), so every convolution can run as an integer kernel. ``False``:
-            inputs-only quantization, the form of checkpoints trained before these points existed.
+            inputs-only quantization, the form of checkpoints trained before these points existed. ``None``
+            (default): on with 8-bit activations, off below (integer kernels are 8-bit, and the extra points would
+            put gate and residual tensors on a coarser grid for nothing); see :attr:`integer_kernel_points`.
     """
 
     weight_bits: int = 8
@@ -80,7 +82,7 @@ class QuantConfig:
     learn_step: bool = True
     fold_bn: bool = True
     unsigned_relu: bool = False
-    integer_points: bool = True
+    integer_points: bool | None = None
     scheme: str = 'lsq'
 
     def __post_init__(self) -> None:
@@ -106,6 +108,12 @@ class QuantConfig:
         if self.keep_first_last or min(self.weight_bits, self.act_bits) < 8:
             return ('first', 'last')
         return ('first',) if self.observes else ()
+
+    @property
+    def integer_kernel_points(self) -> bool:
+        """Whether :func:`~qdr_plugin.quant.convert.quantize_model` adds the integer-kernel points
+        (``integer_points``; ``None``: with 8-bit activations)."""
+        return self.act_bits >= 8 if self.integer_points is None else self.integer_points
 
     @property
     def float_end_ops(self) -> bool:
@@ -195,7 +203,7 @@ _FIELD_RULES: dict[str, Callable[[Mapping[str, Any], str, str], Any]] = {
     'learn_step': _check_flag,
     'fold_bn': _check_flag,
     'unsigned_relu': _check_flag,
-    'integer_points': _check_flag,
+    'integer_points': lambda block, path, key: need_bool(block, path, key),
     'scheme': lambda block, path, key: need_choice(block, path, key, SCHEMES, required=True),
 }
 """The rule of each field: ``rule(block, path, key)`` raises :class:`OptionsError` at ``<path>.<key>``."""

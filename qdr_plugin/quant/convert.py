@@ -43,13 +43,14 @@ def register_rewrite(rewrite: Callable[[nn.Module], int]) -> Callable[[nn.Module
 
 
 POINT_REWRITES: dict[str, Callable[[nn.Module], int]] = {}
-"""Rewrites :func:`quantize_model` applies with ``config.integer_points`` only (see :func:`register_point_rewrite`)."""
+"""Rewrites :func:`quantize_model` applies with ``config.integer_kernel_points`` only (see
+:func:`register_point_rewrite`)."""
 
 
 def register_point_rewrite(rewrite: Callable[[nn.Module], int]) -> Callable[[nn.Module], int]:
     """Decorator: like :func:`register_rewrite`, for a rewrite that gives a block quantization points an integer
     runtime needs (e.g. a residual ``+`` written as an :class:`~qdr_plugin.quant.ops.Add`, whose inputs are then
-    quantized); :func:`quantize_model` applies it only with ``config.integer_points``, so a checkpoint trained
+    quantized); :func:`quantize_model` applies it only with ``config.integer_kernel_points``, so a checkpoint trained
     without them reloads."""
     POINT_REWRITES[f'{rewrite.__module__}.{rewrite.__qualname__}'] = rewrite
     return rewrite
@@ -100,7 +101,7 @@ def quantize_model(
     Modules whose name matches a ``config.keep_fp32`` pattern stay float, and so do the first and the last
     convolution / linear layer a forward pass on ``example`` calls, as ``config.float_ends`` says, with the
     element-wise ops outside them when ``config.float_end_ops`` (and every concatenation with ``scheme: observer``).
-    With ``config.integer_points``, a convolution whose output reaches float work gets an output quantizer
+    With ``config.integer_kernel_points``, a convolution whose output reaches float work gets an output quantizer
     (:mod:`qdr_plugin.quant.output_points`). A layer the
     network calls several times per forward pass (a recurrent stage) keeps one weight quantizer and gets one
     activation quantizer per call (:mod:`qdr_plugin.quant.call_sites`). Activation quantizers that receive the
@@ -121,7 +122,7 @@ def quantize_model(
             f'quantize_model: BatchNorm layers {unfoldable} do not directly follow a Conv2d in an nn.Sequential and '
             'cannot be folded; fold them into the arch before QAT (the network was left unchanged).'
         )
-    for rewrite in [*REWRITES.values(), *(POINT_REWRITES.values() if config.integer_points else ())]:
+    for rewrite in [*REWRITES.values(), *(POINT_REWRITES.values() if config.integer_kernel_points else ())]:
         rewrite(model)
     plan = [
         (parent, child_name, FLOAT_TO_QUANT[type(child)])
@@ -172,9 +173,9 @@ def quantize_model(
 def _output_points(
     model: nn.Module, plan: list, calls: dict[str, int], config: QuantConfig, example: torch.Tensor | None
 ) -> list[str]:
-    """With ``config.integer_points``, :func:`add_output_quantizers` on the converted layers called once per forward
-    pass (a layer called several times keeps inputs-only quantization); returns the names it gave one."""
-    if not config.integer_points or example is None:
+    """With ``config.integer_kernel_points``, :func:`add_output_quantizers` on the converted layers called once per
+    forward pass (a layer called several times keeps inputs-only quantization); returns the names it gave one."""
+    if not config.integer_kernel_points or example is None:
         return []
     names = {id(module): name for name, module in model.named_modules()}
     repeated = [names[id(getattr(parent, child))] for parent, child, _ in plan if calls[f'{id(parent)}.{child}'] > 1]

@@ -224,7 +224,7 @@ def config_of_checkpoint(
     ``quant.integer_points: true`` makes them integer kernels)."""
     record = checkpoint.get(RECORD_KEY)
     quant = record.get('quant') if isinstance(record, Mapping) else None
-    if not config.integer_points or (isinstance(quant, Mapping) and 'integer_points' in quant):
+    if not config.integer_kernel_points or (isinstance(quant, Mapping) and 'integer_points' in quant):
         return config
     probe = build_network(dict(network_opt))
     prepare(probe, network_opt, config)
