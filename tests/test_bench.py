@@ -101,7 +101,7 @@ def test_denoise_bench_checkpoints_and_onnx(env: dict[str, Path], capsys: pytest
     out = _bench(env, 'denoise', '-opt', str(env['opt']), '--model', f'fp32={r / "fp32.pth"}',
                  '--model', f'int8={r / "int8.pth"}', '--model', f'fp32_onnx={r / "fp32.onnx"}',
                  '--model', f'int8_onnx={r / "int8.onnx"}', '--datasets', 'Set12', '--sigmas', '15', '25',
-                 '--runs', '2', '--warmup', '1', '--size', '32', '--threads', '1')
+                 '--runs', '2', '--warmup', '1', '--size', '32', '--threads', '1', '--profile')
     rows = _rows(out)
     assert len(rows) == 8  # 4 models x Set12 x 2 sigmas
     by = {(row['model'], row['sigma']): row for row in rows}
@@ -139,7 +139,19 @@ def test_denoise_bench_checkpoints_and_onnx(env: dict[str, Path], capsys: pytest
         table[0])
     markdown = (out / 'bench.md').read_text()
     assert '| fp32_onnx | onnxruntime | fp32 | Set12 | 15 |' in markdown
-    assert '| fp32_onnx | onnxruntime | fp32 | Set12 | 15 |' in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert '| fp32_onnx | onnxruntime | fp32 | Set12 | 15 |' in captured.out
+    # the kernel report of the INT8 ONNX model (only that one): every convolution but the EFM's transposed ones an
+    # integer kernel, named float ones, and with --profile the float op types by time
+    kernels = payload['kernels']
+    assert set(kernels) == {'int8_onnx'}
+    report = kernels['int8_onnx']
+    assert report['integer_convs'] == report['convs'] - report['float_convs'] > 0
+    assert all(name.endswith('(ConvTranspose)') for name in report['float_conv_nodes'])
+    assert report['op_ms_per_run'] and 'QLinearConv' in report['op_ms_per_run']
+    assert (f"int8_onnx:\n  ONNX Runtime runs {report['integer_convs']} of {report['convs']} convolutions as integer "
+            'kernels') in captured.err
+    assert 'top float op types by share of kernel time: ' in captured.err
     for png in ('bench_psnr_vs_fps.png', 'bench_per_image_diff.png'):
         assert (out / png).read_bytes().startswith(PNG_MAGIC)
 

@@ -15,10 +15,13 @@ from qdr_plugin.archs import DnCNN
 from qdr_plugin.deploy import check_onnx, export_onnx, onnxruntime_kernel_counts
 from qdr_plugin.deploy.graph_rewrites import (
     constant_values,
+    depth_to_space_on_quantized,
     fast_kernel_output_channels,
     float_upsampling_inputs,
+    fold_scalar_multiplications,
     graph_links,
     remove_dead_nodes,
+    remove_requantization,
     widen_narrow_convolutions,
     zero_point_of_relu_fed_quantizers,
 )
@@ -241,3 +244,51 @@ def test_narrow_integer_convolution_gets_zero_filters_for_onnxruntimes_fast_kern
     # the TensorRT form keeps the layer as trained (TensorRT picks its own kernels)
     trt = _quantized(DnCNN(in_ch=1, width=16, depth=5), 1)
     assert _conv_output_channels(export_onnx(trt, tmp_path / 'trt.onnx', 1, 'tensorrt'))[-1] == 1
+
+
+def _conv_scale_shuffle(step_after: float) -> onnx.ModelProto:
+    """``Q/DQ -> Conv -> Q/DQ -> * 0.5 -> DepthToSpace -> Q/DQ (step_after)``: a convolution with an output
+    quantizer, a residual scale and a pixel shuffle, uint8 activations."""
+    build = _GraphBuilder(3)
+    x = build.qdq('input', 'x', INPUT_STEP, np.uint8(128))
+    y = build.qdq(build.conv(x, 'conv', IN_CHANNELS, 8, 10, 0.01), 'y', HIDDEN_STEP, np.uint8(128))
+    build.nodes += [helper.make_node('Mul', [y, build.constant('half', np.float32(0.5))], ['scaled'], name='mul'),
+                    helper.make_node('DepthToSpace', ['scaled'], ['shuffled'], blocksize=2, mode='CRD', name='d2s')]
+    out = build.qdq('shuffled', 'z', step_after, np.uint8(128))
+    build.nodes.append(helper.make_node('Identity', [out], ['output'], name='output'))
+    graph = helper.make_graph(
+        build.nodes, 'shuffle_test',
+        [helper.make_tensor_value_info('input', TensorProto.FLOAT, ['N', IN_CHANNELS, 'H', 'W'])],
+        [helper.make_tensor_value_info('output', TensorProto.FLOAT, ['N', 2, 'H2', 'W2'])], build.initializers)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid('', 17)], ir_version=8)
+
+
+def test_scale_fold_shuffle_on_integers_and_requantization_keep_the_numbers(tmp_path):
+    """The rewrites of the integer-kernel points change no output value, and leave ONNX Runtime one QLinearConv, a
+    uint8 DepthToSpace and no float Mul (the Q/DQ after the shuffle has the folded step: the same tensor)."""
+    x = _image()
+    model = _conv_scale_shuffle(HIDDEN_STEP * 0.5)
+    before = _outputs(_saved(model, tmp_path / 'before.onnx'), x)
+    assert fold_scalar_multiplications(model) == 1
+    assert depth_to_space_on_quantized(model, integer=True) == 1
+    assert remove_requantization(model) == 1
+    onnx.checker.check_model(model, full_check=True)
+    path = _saved(model, tmp_path / 'after.onnx')
+    np.testing.assert_array_equal(_outputs(path, x), before)
+    kernels = onnxruntime_kernel_counts(path)
+    assert kernels['QLinearConv'] == 1 and kernels['DepthToSpace'] == 1 and 'Mul' not in kernels
+    assert kernels['QuantizeLinear'] == 1 and kernels['DequantizeLinear'] == 1  # the input's and the output's
+
+
+def test_shuffle_for_tensorrt_reads_the_float_tensor(tmp_path):
+    """tensorrt: the DepthToSpace reads the float convolution output and the Q/DQ pair (its DequantizeLinear with
+    the folded scale) follows it; same numbers."""
+    x = _image()
+    model = _conv_scale_shuffle(HIDDEN_STEP * 0.3)
+    before = _outputs(_saved(model, tmp_path / 'before.onnx'), x)
+    assert fold_scalar_multiplications(model) == 1
+    assert depth_to_space_on_quantized(model, integer=False) == 1
+    producers, _ = graph_links(model.graph)
+    shuffle = next(n for n in model.graph.node if n.op_type == 'DepthToSpace')
+    assert producers[shuffle.input[0]].op_type == 'Conv'
+    np.testing.assert_array_equal(_outputs(_saved(model, tmp_path / 'after.onnx'), x), before)

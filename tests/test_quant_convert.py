@@ -159,8 +159,11 @@ def test_quantize_model_converts_every_layer_type_and_keeps_parameters():
     assert all(bool(q.initialized) for _, q in quantizers(model) if q.axis is not None)
     assert is_quantized(model)
     # 7 weighted layers (2 quantizers each) + Add and Mul (2 each) + Concat (1), minus 2 tied activation
-    # quantizers: h feeds dw and add (one quantizer), s feeds mul and cat (one quantizer)
-    assert len(list(quantizers(model))) == 7 * 2 + 2 * 2 + 1 - 2
+    # quantizers: h feeds dw and add (one quantizer), s feeds mul and cat (one quantizer); plus the output quantizer
+    # of tail (its output is permuted before fc); grouped's output also feeds a float sigmoid, and its output
+    # quantizer is the one of down's input
+    assert len(list(quantizers(model))) == 7 * 2 + 2 * 2 + 1 - 2 + 1
+    assert model.grouped.out_quant is model.down.act_quant and model.tail.out_quant is not None
     assert model.dw.act_quant is model.add.quant_a and model.mul.quant_a is model.cat.quant
 
 
@@ -253,7 +256,8 @@ def test_quantized_output_close_to_float_and_4bit_worse_than_8bit(symmetric):
             copy.deepcopy(float_model),
             QuantConfig(weight_bits=bits, act_bits=bits, act_symmetric=symmetric, keep_first_last=False),
         )
-        assert calibrate(model, calib, method='max') == 7 + 2 * 2 + 1 - 2  # layers, Add, Mul, Concat, 2 tied
+        assert calibrate(model, calib, method='max') == 7 + 2 * 2 + 1 - 2 + 1  # layers, Add, Mul, Concat, 2 tied,
+        # tail's output
         with torch.no_grad():
             out = model(x)
         assert out.shape == ref.shape and not torch.equal(out, ref)
@@ -297,7 +301,7 @@ def test_state_dict_round_trip(tmp_path, symmetric):
     with torch.no_grad():
         assert torch.equal(fresh(x), model(x))
     pairs = list(zip(quantizers(model), quantizers(fresh), strict=True))
-    assert len(pairs) == 17
+    assert len(pairs) == 18
     for (name, q), (fresh_name, fq) in pairs:
         assert name == fresh_name
         assert torch.equal(fq.step, q.step) and torch.equal(fq.zero_point, q.zero_point)
@@ -335,8 +339,9 @@ def test_efm_quantized_forward_backward():
     # one activation quantizer per conv / deconv input, two per Add, one per LDG Mul (the gate stays float), minus
     # the tied ones: in every block the input feeds conv1 and the residual add, F feeds the LDG dwconv and its
     # multiply; the (unshuffled) network input feeds the head and the global residual; each encoder output feeds
-    # the down-sampling conv and its decoder's skip addition
-    n_act = n_conv + n_deconv + 2 * n_add + n_mul - 2 * n_blocks - 1 - model.depth
+    # the down-sampling conv and its decoder's skip addition; plus the output quantizer of every LDG's 1x1
+    # projection (its output feeds the float sigmoid)
+    n_act = n_conv + n_deconv + 2 * n_add + n_mul - 2 * n_blocks - 1 - model.depth + n_blocks
     calib = torch.rand(1, 1, 20, 28, generator=torch.Generator().manual_seed(0))
     assert calibrate(model, [calib]) == n_act
     assert model.head.act_quant is model.residual.quant_a
@@ -381,7 +386,7 @@ def test_count_parameters_excludes_quantizer_state(symmetric):
     assert count_parameters(model) == expected
     quantize_model(model, QuantConfig(act_symmetric=symmetric))
     assert count_parameters(model) == expected
-    extra = (8 + 1) + (2 + 1) + (0 if symmetric else 2)
+    extra = (8 + 1) + (2 + 1) + (0 if symmetric else 2) + (1 if symmetric else 2)  # + the last conv's output
     assert sum(p.numel() for p in model.parameters()) == expected + extra
 
 

@@ -15,7 +15,9 @@ from typing import Any
 
 import torch
 
+from qdr_plugin.deploy.kernel_report import kernel_report
 from qdr_plugin.deploy.options import read_options
+from qdr_plugin.deploy.ort_profile import op_times
 from qdr_plugin.detection import FastestDet
 from qdr_plugin.errors import UserError
 from qdr_plugin.quant import is_quantized
@@ -91,6 +93,9 @@ def _parser() -> argparse.ArgumentParser:
                         '(default 5)')
     parser.add_argument('--size', type=int, default=256, help='side of the 1 x C x S x S timing input (default 256)')
     parser.add_argument('--no-speed', action='store_true', help='skip the timing (no FPS, no PSNR-vs-FPS plot)')
+    parser.add_argument('--profile', action='store_true',
+                        help='INT8 ONNX models: also run each in ONNX Runtime\'s profiler (at --size) and name the '
+                        'float op types that take the most kernel time')
     parser.add_argument('--threads', type=int, default=torch.get_num_threads(),
                         help='PyTorch and ONNX Runtime intra-op threads (default: the number of cores)')
     parser.add_argument('--sensitivity', nargs='?', const='', metavar='NAME',
@@ -204,6 +209,21 @@ def _bench_sets(args: argparse.Namespace, opt: dict[str, Any] | None, models: li
         raise ValueError(f'--datasets: two sets are named {", ".join(twice)} (a datasets: block\'s name is its set '
                          'name); give the block another name.')
     return sets
+
+
+def _kernel_reports(args: argparse.Namespace, models: list[BenchModel]) -> dict[str, dict[str, Any]]:
+    """For every INT8 ONNX model: print which convolutions and element-wise ops ONNX Runtime runs as integer
+    kernels and which in float (with ``--profile``, the float op types taking the most time); returns the reports
+    by model name for the run information."""
+    reports = {}
+    for model in models:
+        if model.runtime != 'onnxruntime' or model.precision != 'int8':
+            continue
+        report = kernel_report(model.path)
+        times = op_times(model.path, args.size, args.threads) if args.profile else None
+        print('\n'.join([f'{model.name}:', *(f'  {line}' for line in report.lines(times))]), file=sys.stderr)
+        reports[model.name] = {**report.as_dict(), **({'op_ms_per_run': times} if times else {})}
+    return reports
 
 
 def _speeds(args: argparse.Namespace, models: list[BenchModel]) -> dict[str, float | None]:
@@ -354,6 +374,7 @@ def main(argv: list[str] | None = None) -> None:
         check_output_folder(args.out, '--out', _output_names(args, sets), args.overwrite)
         collector = _detector(args, sets, models)
         reference = args.reference or next((m.name for m in models if m.precision == 'fp32'), None)
+        kernels = _kernel_reports(args, models)
         speeds = _speeds(args, models)
         rows, outputs = run_benchmark(models, sets, speeds, reference, args.pictures, collector)
         summary = None
@@ -364,7 +385,7 @@ def main(argv: list[str] | None = None) -> None:
         info = run_info(command, args.threads, task=args.task, reference=reference, speed=not args.no_speed,
                         runs=args.runs, warmup=args.warmup, size=args.size,
                         data_root=str(args.data_root), max_images=args.max_images,
-                        datasets=_dataset_info(sets, notes), summary=summary)
+                        datasets=_dataset_info(sets, notes), summary=summary, kernels=kernels)
         table = markdown_table(rows, bench_columns(rows))
         note = _report_note(reference, notes, summary)
         paths = write_results(args.out, 'bench', rows, info, table, note)

@@ -6,7 +6,6 @@ its optimized graph)."""
 
 from __future__ import annotations
 
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ from qdr_plugin.errors import UserError
 from qdr_plugin.quant.fake_quant import STEP_MIN
 
 from .graph_rewrites import UP_SAMPLING, constant_values, graph_links
+from .kernel_report import optimized_graph
 
 FORBIDDEN_FOR_TENSORRT = ('QLinearConv', 'ConvInteger', 'MatMulInteger', 'DynamicQuantizeLinear', 'QLinearMatMul')
 
@@ -252,16 +252,6 @@ def check_onnx(path: str | Path, target: str | None = None, network: nn.Module |
 
 def onnxruntime_kernel_counts(path: str | Path) -> Counter:
     """Operator counts of the graph ONNX Runtime actually runs (all CPU optimizations applied): integer kernels
-    show up as ``QLinearConv`` / ``QLinearAdd`` / ..., convolutions left in float as ``Conv`` / ``FusedConv``."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    with tempfile.TemporaryDirectory() as tmp:
-        options.optimized_model_filepath = str(Path(tmp) / 'optimized.onnx')
-        try:
-            ort.InferenceSession(str(path), options, providers=['CPUExecutionProvider'])
-        except Exception as error:  # noqa: BLE001  (ONNX Runtime raises its own exception types)
-            raise UserError(f'{path}: ONNX Runtime cannot load it ({str(error).splitlines()[0]}).') from error
-        optimized = onnx.load(options.optimized_model_filepath)
-    return Counter(node.op_type for node in optimized.graph.node)
+    show up as ``QLinearConv`` / ``QLinearAdd`` / ..., convolutions left in float as ``Conv`` / ``FusedConv``
+    (:mod:`qdr_plugin.deploy.kernel_report` sorts them)."""
+    return Counter(node.op_type for node in optimized_graph(path).graph.node)

@@ -15,10 +15,12 @@ from qdr_plugin.utils.atomic_write import atomic_write_bytes
 from qdr_plugin.utils.checkpoint import load_networks
 from qdr_plugin.utils.output_paths import check_output_file
 
-from .check import check_onnx, onnxruntime_kernel_counts
+from .check import check_onnx
 from .int4 import INT4_OPSET, int4_weights
+from .kernel_report import kernel_report
 from .onnx_export import OPSET, TARGETS, export_onnx
 from .options import input_channels, read_options
+from .ort_profile import op_times
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -33,6 +35,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument('--int4', action='store_true',
                         help='store 4-bit weights as INT4 (ONNX opset 21; half the bytes of INT8; ONNX Runtime only, '
                         'the convolutions still run in float)')
+    parser.add_argument('--profile', action='store_true',
+                        help='onnxruntime target: also run the file a few times in ONNX Runtime\'s profiler and '
+                        'name the float op types that take the most time')
     return parser
 
 
@@ -55,13 +60,12 @@ def _store_int4(path: Path) -> None:
     print(f'  {converted} weight tensors stored as INT4 (opset {INT4_OPSET})')
 
 
-def _print_kernels(path) -> None:
-    """How many convolutions ONNX Runtime's optimized graph runs as integer kernels."""
-    kernels = onnxruntime_kernel_counts(path)
-    integer = sum(n for op, n in kernels.items() if op.startswith('QLinear'))
-    floating = sum(kernels.get(op, 0) for op in ('Conv', 'FusedConv', 'ConvTranspose'))
-    print(f'  ONNX Runtime runs {kernels.get("QLinearConv", 0)} convolutions as QLinearConv, '
-          f'{floating} in float; {integer} integer kernels in all')
+def print_kernel_report(path: str | Path, profile: bool, threads: int = 1) -> None:
+    """Print which convolutions and element-wise ops ONNX Runtime runs of ``path`` as integer kernels and which in
+    float (:func:`~qdr_plugin.deploy.kernel_report.kernel_report`); with ``profile``, also the float op types that
+    take the most kernel time (ONNX Runtime's profiler, a few runs at 256 x 256 with ``threads`` threads)."""
+    times = op_times(path, threads=threads) if profile else None
+    print('\n'.join(f'  {line}' for line in kernel_report(path).lines(times)))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -78,6 +82,6 @@ def main(argv: list[str] | None = None) -> None:
     report = check_onnx(path, None if args.fp32 else args.target, None if args.fp32 else student)
     print(report.summary())
     if not args.fp32 and args.target == 'onnxruntime':
-        _print_kernels(path)
+        print_kernel_report(path, args.profile)
     if report.problems:
         sys.exit(1)

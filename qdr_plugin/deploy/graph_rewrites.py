@@ -8,6 +8,12 @@ Each rewrite changes the model in place and returns how many places it changed (
   Runtime's fast kernel (QDR export and PTQ baseline, ``onnxruntime`` target).
 - :func:`float_upsampling_inputs`: an up-sampling op reads the float tensor instead of its Q/DQ round trip (PTQ
   baseline, ``tensorrt`` target).
+- :func:`fold_scalar_multiplications`: a dequantized tensor times a positive scalar becomes one DequantizeLinear
+  (QDR export, both targets).
+- :func:`depth_to_space_on_quantized`: a pixel shuffle of a dequantized tensor runs on the integers (QDR export,
+  ``onnxruntime`` target) or on the float tensor with its Q/DQ after it (``tensorrt`` target).
+- :func:`remove_requantization`: a QuantizeLinear of a DequantizeLinear with the same parameters is bypassed (QDR
+  export, both targets).
 
 :func:`remove_dead_nodes` drops what a rewrite left without readers.
 """
@@ -247,3 +253,119 @@ def float_upsampling_inputs(model: onnx.ModelProto) -> int:
             changed += 1
     remove_dead_nodes(graph, ('QuantizeLinear', 'DequantizeLinear'))
     return changed
+
+
+def _per_tensor_dequantize(node: onnx.NodeProto | None, values: dict[str, np.ndarray]) -> bool:
+    """Whether ``node`` is a DequantizeLinear with a constant per-tensor scale and zero point."""
+    if node is None or node.op_type != 'DequantizeLinear' or len(node.input) < 3:
+        return False
+    scale, zero = values.get(node.input[1]), values.get(node.input[2])
+    return scale is not None and zero is not None and scale.size == 1 and zero.size == 1
+
+
+def fold_scalar_multiplications(model: onnx.ModelProto) -> int:
+    """Fold a multiplication of a dequantized tensor by a positive scalar constant into the dequantization:
+    ``DequantizeLinear(q, s, z) * c = DequantizeLinear(q, s c, z)`` (a residual branch's ``* res_scale``, RRDB's
+    ``* 0.2``). The Mul is replaced by a new DequantizeLinear with the scale ``s c``; the old one stays for its
+    other readers. Returns how many Mul nodes were folded.
+
+    The result is then a dequantized tensor: a residual Add reading it has Q/DQ on both inputs (TensorRT's rule)
+    and ONNX Runtime fuses it into ``QLinearAdd``. The numbers are the same up to the float rounding of ``s c``.
+    """
+    graph = model.graph
+    values = constant_values(graph)
+    producers, _ = graph_links(graph)
+    folded = 0
+    for node in list(graph.node):
+        if node.op_type != 'Mul' or len(node.input) != 2:
+            continue
+        for side in (0, 1):
+            dq, constant = producers.get(node.input[side]), values.get(node.input[1 - side])
+            if (_per_tensor_dequantize(dq, values) and constant is not None and constant.size == 1
+                    and float(constant.reshape(())) > 0):
+                scale = (values[dq.input[1]].astype(np.float64) * float(constant.reshape(()))).astype(np.float32)
+                scale_name = _add_constant(graph, f'{node.output[0]}_folded_scale', scale.reshape(()))
+                folded_dq = helper.make_node('DequantizeLinear', [dq.input[0], scale_name, dq.input[2]],
+                                             [node.output[0]], name=f'{node.name}_folded')
+                graph.node.insert(list(graph.node).index(node), folded_dq)
+                graph.node.remove(node)
+                folded += 1
+                break
+    if folded:
+        remove_dead_nodes(graph, ('DequantizeLinear', 'Constant'))
+    return folded
+
+
+def _same_quantization(a: onnx.NodeProto, b: onnx.NodeProto, values: dict[str, np.ndarray]) -> bool:
+    """Whether two per-tensor Q / DQ nodes have equal constant scales and zero points of one type."""
+    za, zb = values.get(a.input[2]), values.get(b.input[2])
+    return (za is not None and zb is not None and za.dtype == zb.dtype and np.array_equal(za, zb)
+            and np.array_equal(values.get(a.input[1]), values.get(b.input[1])))
+
+
+def depth_to_space_on_quantized(model: onnx.ModelProto, integer: bool) -> int:
+    """Move the quantization around every DepthToSpace that reads a per-tensor ``DequantizeLinear`` so the pixel
+    shuffle stays exact and each runtime gets its pattern; returns how many DepthToSpace nodes were changed. A pixel
+    shuffle only moves values, so quantizing before or after it gives the same numbers.
+
+    ``integer`` (``onnxruntime`` target): the DepthToSpace runs on the integers and a new DequantizeLinear (same
+    scale and zero point) follows it. ONNX Runtime runs DepthToSpace on uint8 tensors but has no QDQ fusion for it:
+    left dequantized, the shuffle would run in float and the convolution before it would end in a dequantized
+    tensor. Otherwise (``tensorrt``, whose rules keep up-sampling on float tensors): when the DequantizeLinear reads
+    a QuantizeLinear, the DepthToSpace reads that quantizer's float input, and a copy of the QuantizeLinear /
+    DequantizeLinear pair follows it. A pair with equal parameters right after either form is removed by
+    :func:`remove_requantization`.
+    """
+    graph = model.graph
+    values = constant_values(graph)
+    producers, _ = graph_links(graph)
+    moved = 0
+    for node in list(graph.node):
+        dq = producers.get(node.input[0]) if node.op_type == 'DepthToSpace' else None
+        if not _per_tensor_dequantize(dq, values):
+            continue
+        q = producers.get(dq.input[0])
+        if not integer and (q is None or q.op_type != 'QuantizeLinear'):
+            continue
+        shuffled = f'{node.output[0]}_shuffled'
+        after = [helper.make_node('DequantizeLinear', [f'{shuffled}_q' if not integer else shuffled, *dq.input[1:]],
+                                  [node.output[0]], name=f'{node.name}_dequantize')]
+        if not integer:
+            after.insert(0, helper.make_node('QuantizeLinear', [shuffled, *q.input[1:]], [f'{shuffled}_q'],
+                                             name=f'{node.name}_quantize'))
+        node.input[0] = dq.input[0] if integer else q.input[0]
+        node.output[0] = shuffled
+        position = list(graph.node).index(node) + 1
+        for offset, new in enumerate(after):
+            graph.node.insert(position + offset, new)
+        for info in [v for v in graph.value_info if v.name == after[-1].output[0]]:
+            graph.value_info.remove(info)
+        moved += 1
+    if moved:
+        remove_dead_nodes(graph, ('QuantizeLinear', 'DequantizeLinear'))
+    return moved
+
+
+def remove_requantization(model: onnx.ModelProto) -> int:
+    """Let the readers of ``QuantizeLinear(DequantizeLinear(q, s, z), s, z)`` read ``q``: quantizing a dequantized
+    tensor again with the same scale and zero point gives ``q`` back. Returns how many QuantizeLinear nodes were
+    bypassed (and removed with what only they read)."""
+    graph = model.graph
+    values = constant_values(graph)
+    producers, consumers = graph_links(graph)
+    graph_outputs = {out.name for out in graph.output}
+    bypassed = 0
+    for q in list(graph.node):
+        dq = producers.get(q.input[0]) if q.op_type == 'QuantizeLinear' else None
+        if not _per_tensor_dequantize(dq, values) or len(q.input) < 3 or q.output[0] in graph_outputs:
+            continue
+        if not _same_quantization(q, dq, values):
+            continue
+        for reader in consumers.get(q.output[0], []):
+            for i, name in enumerate(reader.input):
+                if name == q.output[0]:
+                    reader.input[i] = dq.input[0]
+        bypassed += 1
+    if bypassed:
+        remove_dead_nodes(graph, ('QuantizeLinear', 'DequantizeLinear'))
+    return bypassed

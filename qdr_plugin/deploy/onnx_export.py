@@ -42,7 +42,13 @@ from qdr_plugin.quant.fake_quant import STEP_MIN
 from qdr_plugin.quant.onnx_qdq import integer_weight
 from qdr_plugin.utils.atomic_write import atomic_output
 
-from .graph_rewrites import widen_narrow_convolutions, zero_point_of_relu_fed_quantizers
+from .graph_rewrites import (
+    depth_to_space_on_quantized,
+    fold_scalar_multiplications,
+    remove_requantization,
+    widen_narrow_convolutions,
+    zero_point_of_relu_fed_quantizers,
+)
 
 TARGETS = ('onnxruntime', 'tensorrt')
 OPSET = 17
@@ -156,11 +162,29 @@ def export_onnx(
     path = Path(path)
     with atomic_output(path) as tmp:
         _trace(net, tmp, in_channels, opset)
-        if not fp32 and target == 'onnxruntime':
+        if not fp32:
             model = onnx.load(str(tmp))
-            if zero_point_of_relu_fed_quantizers(model) + widen_narrow_convolutions(model):
+            if rewrite_for_target(model, target):
                 onnx.save(model, str(tmp))
     return path
+
+
+def rewrite_for_target(model: onnx.ModelProto, target: str) -> int:
+    """The graph rewrites of a traced INT8 export for ``target``, in place; returns how many places changed.
+
+    Both targets: a dequantized tensor times a positive scalar becomes one DequantizeLinear
+    (:func:`~qdr_plugin.deploy.graph_rewrites.fold_scalar_multiplications`), and a quantizer applied again to its own
+    dequantized output is bypassed (:func:`~qdr_plugin.deploy.graph_rewrites.remove_requantization`); pixel shuffles
+    of quantized tensors run on the float tensor with the Q/DQ after them (``tensorrt``) or on the integers
+    (``onnxruntime``; :func:`~qdr_plugin.deploy.graph_rewrites.depth_to_space_on_quantized`). ``onnxruntime`` also:
+    zero point 0 after a Relu, narrow convolutions widened.
+    """
+    if target == 'tensorrt':
+        return (fold_scalar_multiplications(model) + depth_to_space_on_quantized(model, integer=False)
+                + remove_requantization(model))
+    return (zero_point_of_relu_fed_quantizers(model) + fold_scalar_multiplications(model)
+            + depth_to_space_on_quantized(model, integer=True) + remove_requantization(model)
+            + widen_narrow_convolutions(model))
 
 
 def _trace(net: nn.Module, path: Path, in_channels: int, opset: int) -> None:

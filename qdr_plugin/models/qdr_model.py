@@ -80,6 +80,7 @@ from qdr_plugin.utils.checkpoint import (
     RECORD_KEY,
     build_teacher,
     check_training_record,
+    config_of_checkpoint,
     does_not_fit,
     read_checkpoint,
     state_dict_of,
@@ -123,7 +124,8 @@ class QDRModel(SRModel):
         state = state_dict_of(checkpoint, param_key)
         bare = self.get_bare_model(net)
         if is_quantized_state_dict(state) and not is_quantized(bare):
-            prepare(bare, self.opt['network_g'], self.quant_config)
+            network_opt = self.opt['network_g']
+            prepare(bare, network_opt, config_of_checkpoint(self.quant_config, network_opt, checkpoint, state))
         self._checkpoint_extras = {k: checkpoint[k] for k in ('params_teacher', 'params_lmr') if k in checkpoint}
         try:
             super().load_network(net, load_path, strict, param_key)

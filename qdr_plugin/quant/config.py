@@ -59,6 +59,14 @@ class QuantConfig:
             uses the unsigned grid ``[0, 2^b - 1]`` with zero point 0 instead of ``[-2^(b-1), 2^(b-1) - 1]``: twice
             the resolution on non-negative data, and exactly ONNX Runtime's uint8 form (which folds the ReLU into
             the QLinearConv). TensorRT has int8 only, so such a network exports for ``--target onnxruntime`` only.
+        integer_points: the quantization points an integer runtime needs: the rewrites registered with
+            :func:`~qdr_plugin.quant.convert.register_point_rewrite` (basicsr's residual blocks as ``Add`` / ``Mul``
+            points), and a quantizer on the output of every quantized convolution whose result reaches float work
+            (a residual ``+``, a LeakyReLU / PReLU, a pixel shuffle, a gate, the network output;
+            :mod:`qdr_plugin.quant.output_points`), so every convolution can run as an integer kernel. ``False``:
+            inputs-only quantization, the form of checkpoints trained before these points existed. ``None``
+            (default): on with 8-bit activations, off below (integer kernels are 8-bit, and the extra points would
+            put gate and residual tensors on a coarser grid for nothing); see :attr:`integer_kernel_points`.
     """
 
     weight_bits: int = 8
@@ -74,6 +82,7 @@ class QuantConfig:
     learn_step: bool = True
     fold_bn: bool = True
     unsigned_relu: bool = False
+    integer_points: bool | None = None
     scheme: str = 'lsq'
 
     def __post_init__(self) -> None:
@@ -99,6 +108,12 @@ class QuantConfig:
         if self.keep_first_last or min(self.weight_bits, self.act_bits) < 8:
             return ('first', 'last')
         return ('first',) if self.observes else ()
+
+    @property
+    def integer_kernel_points(self) -> bool:
+        """Whether :func:`~qdr_plugin.quant.convert.quantize_model` adds the integer-kernel points
+        (``integer_points``; ``None``: with 8-bit activations)."""
+        return self.act_bits >= 8 if self.integer_points is None else self.integer_points
 
     @property
     def float_end_ops(self) -> bool:
@@ -188,6 +203,7 @@ _FIELD_RULES: dict[str, Callable[[Mapping[str, Any], str, str], Any]] = {
     'learn_step': _check_flag,
     'fold_bn': _check_flag,
     'unsigned_relu': _check_flag,
+    'integer_points': lambda block, path, key: need_bool(block, path, key),
     'scheme': lambda block, path, key: need_choice(block, path, key, SCHEMES, required=True),
 }
 """The rule of each field: ``rule(block, path, key)`` raises :class:`OptionsError` at ``<path>.<key>``."""

@@ -15,6 +15,7 @@ from .call_sites import call_sequence, count_calls, split_call_sites
 from .config import QuantConfig
 from .fake_quant import STEP_MIN, FakeQuantizer
 from .modules import FLOAT_TO_QUANT
+from .output_points import add_output_quantizers
 from .sharing import example_input, tie_shared_quantizers
 
 logger = logging.getLogger(__name__)
@@ -38,6 +39,20 @@ def register_rewrite(rewrite: Callable[[nn.Module], int]) -> Callable[[nn.Module
     replaces the previous registration.
     """
     REWRITES[f'{rewrite.__module__}.{rewrite.__qualname__}'] = rewrite
+    return rewrite
+
+
+POINT_REWRITES: dict[str, Callable[[nn.Module], int]] = {}
+"""Rewrites :func:`quantize_model` applies with ``config.integer_kernel_points`` only (see
+:func:`register_point_rewrite`)."""
+
+
+def register_point_rewrite(rewrite: Callable[[nn.Module], int]) -> Callable[[nn.Module], int]:
+    """Decorator: like :func:`register_rewrite`, for a rewrite that gives a block quantization points an integer
+    runtime needs (e.g. a residual ``+`` written as an :class:`~qdr_plugin.quant.ops.Add`, whose inputs are then
+    quantized); :func:`quantize_model` applies it only with ``config.integer_kernel_points``, so a checkpoint trained
+    without them reloads."""
+    POINT_REWRITES[f'{rewrite.__module__}.{rewrite.__qualname__}'] = rewrite
     return rewrite
 
 
@@ -86,7 +101,8 @@ def quantize_model(
     Modules whose name matches a ``config.keep_fp32`` pattern stay float, and so do the first and the last
     convolution / linear layer a forward pass on ``example`` calls, as ``config.float_ends`` says, with the
     element-wise ops outside them when ``config.float_end_ops`` (and every concatenation with ``scheme: observer``).
-    A layer the
+    With ``config.integer_kernel_points``, a convolution whose output reaches float work gets an output quantizer
+    (:mod:`qdr_plugin.quant.output_points`). A layer the
     network calls several times per forward pass (a recurrent stage) keeps one weight quantizer and gets one
     activation quantizer per call (:mod:`qdr_plugin.quant.call_sites`). Activation quantizers that receive the
     same tensor are then tied into one (:func:`qdr_plugin.quant.tie_shared_quantizers`, one forward pass on
@@ -106,7 +122,7 @@ def quantize_model(
             f'quantize_model: BatchNorm layers {unfoldable} do not directly follow a Conv2d in an nn.Sequential and '
             'cannot be folded; fold them into the arch before QAT (the network was left unchanged).'
         )
-    for rewrite in REWRITES.values():
+    for rewrite in [*REWRITES.values(), *(POINT_REWRITES.values() if config.integer_kernel_points else ())]:
         rewrite(model)
     plan = [
         (parent, child_name, FLOAT_TO_QUANT[type(child)])
@@ -134,6 +150,7 @@ def quantize_model(
             for parent, name, _ in plan
             if calls[f'{id(parent)}.{name}'] > 1
         )
+        outputs = _output_points(model, plan, calls, config, example)
         tied = tie_shared_quantizers(model, example, config.unsigned_relu)
     except RuntimeError as error:  # e.g. a channel count the first layer does not show (RRDBNet's pixel-unshuffle)
         given = 'the given example' if example is not None else 'a zero image shaped after its first layer'
@@ -144,10 +161,25 @@ def quantize_model(
     if split:
         logger.info('quantize_model: %d activation quantizers of layers called several times per forward pass now '
                     'have one quantizer per call.', split)
+    if outputs:
+        logger.info('quantize_model: %d convolutions have an output quantizer (their output reaches float work).',
+                    len(outputs))
     logger.info('quantize_model: %d layers quantized (%d-bit weights, %d-bit activations, %s), %d quantizers tied.',
                 len(plan), config.weight_bits, config.act_bits,
                 'symmetric' if config.act_symmetric else 'asymmetric', tied)
     return model
+
+
+def _output_points(
+    model: nn.Module, plan: list, calls: dict[str, int], config: QuantConfig, example: torch.Tensor | None
+) -> list[str]:
+    """With ``config.integer_kernel_points``, :func:`add_output_quantizers` on the converted layers called once per
+    forward pass (a layer called several times keeps inputs-only quantization); returns the names it gave one."""
+    if not config.integer_kernel_points or example is None:
+        return []
+    names = {id(module): name for name, module in model.named_modules()}
+    repeated = [names[id(getattr(parent, child))] for parent, child, _ in plan if calls[f'{id(parent)}.{child}'] > 1]
+    return add_output_quantizers(model, config, example, repeated)
 
 
 @torch.no_grad()

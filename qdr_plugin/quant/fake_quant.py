@@ -47,25 +47,30 @@ STEP_MIN = 1e-8
 DEAD_CHANNEL_MAX = 1e-6  # a weight channel whose every |w| is below this holds nothing at 8 bits or fewer
 
 
+def _symmetric_grid(x: torch.Tensor, s: float, qmin: int, qmax: int) -> torch.Tensor:
+    """``clamp(round(x / s), qmin, qmax) * s`` (``x / s``, as QuantizeLinear computes it)."""
+    return torch.div(x, s).round_().clamp_(qmin, qmax).mul_(s)
+
+
 class _SymmetricLSQ(torch.autograd.Function):
     """LSQ fake quantization with zero point 0 and one step (see the module docstring)."""
 
     @staticmethod
     def forward(ctx, x, step, qmin, qmax, grad_scale):
         s = float(step.clamp_min(STEP_MIN))
-        y = torch.div(x, s).round_().clamp_(qmin, qmax).mul_(s)  # x / s, as QuantizeLinear computes it
-        ctx.save_for_backward(x, y)
+        ctx.save_for_backward(x)  # not y: a network may change the output in place (EDSR's ``res += x``)
         ctx.constants = (s, qmin, qmax, grad_scale)
-        return y
+        return _symmetric_grid(x, s, qmin, qmax)
 
     @staticmethod
     def backward(ctx, grad):
-        x, y = ctx.saved_tensors
+        (x,) = ctx.saved_tensors
         s, qmin, qmax, grad_scale = ctx.constants
         # inside <=> round(x / s) in [qmin, qmax] <=> (qmin - 1/2) s < x < (qmax + 1/2) s (ties: measure zero)
         grad_x = torch.ops.aten.hardtanh_backward(grad, x, (qmin - 0.5) * s, (qmax + 0.5) * s)
         grad_step = None
         if ctx.needs_input_grad[1]:
+            y = _symmetric_grid(x, s, qmin, qmax)
             flat = grad.reshape(-1)
             dot = torch.dot(flat, y.reshape(-1)) - torch.dot(grad_x.reshape(-1), x.reshape(-1))
             grad_step = (dot * (grad_scale / s)).reshape(1)
@@ -222,11 +227,13 @@ class ActQuantizer(FakeQuantizer):
     """Per-tensor activation quantizer, symmetric signed (default) or asymmetric unsigned with a zero point.
 
     One tensor is quantized once: when the same quantizer (shared between consumers by
-    :func:`qdr_plugin.quant.tie_shared_quantizers`) is called again with the very same, unmodified tensor, it
-    returns its previous output (weak references, so nothing outlives the step). That is what a deployed INT8 graph
+    :func:`qdr_plugin.quant.tie_shared_quantizers`) is called again with the very same, unmodified tensor, or with
+    its own previous output (a convolution's output quantizer tied to its consumers'), it returns its previous
+    output (weak references, so nothing outlives the step). That is what a deployed INT8 graph
     does too: one QuantizeLinear per tensor, its DequantizeLinear feeding every consumer.
 
-    While ``observer`` is set (calibration, tying) it passes ``x`` through unchanged and reports it to the observer.
+    While ``observer`` is set (calibration, tying) it reports ``x`` to the observer and passes it through unchanged
+    (or returns what the observer's ``observe`` returns instead, when that is not ``None``).
 
     ``observe`` (``quant.scheme: observer``): the range is a moving average of the batches' min and max, updated at
     every training forward pass before quantizing (``m <- (1 - c) m + c min(x)``, the same for the max, ``c`` =
@@ -238,7 +245,7 @@ class ActQuantizer(FakeQuantizer):
         super().__init__(bits, signed=symmetric, narrow=False, channels=1, learn=learn and not observe,
                          asymmetric=not symmetric)
         self.observer = None
-        self._last: tuple[weakref.ref, int, weakref.ref] | None = None
+        self._last: tuple[weakref.ref, int, weakref.ref, int] | None = None
         self.observe = observe
         if observe:
             self.register_buffer('running_range', torch.full((2,), float('nan')))
@@ -265,16 +272,15 @@ class ActQuantizer(FakeQuantizer):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.observer is not None:
-            self.observer.observe(x, self)
-            return x
+            seen = self.observer.observe(x, self)
+            return x if seen is None else seen
         if not self.enabled:
             return x
         if self._last is not None:
-            last_x, version, last_y = self._last
-            if last_x() is x and x._version == version:
-                y = last_y()
-                if y is not None:
-                    return y
+            last_x, version, last_y, y_version = self._last
+            y = last_y()
+            if y is not None and ((x is y and y._version == y_version) or (last_x() is x and x._version == version)):
+                return y  # the same tensor again, or this quantizer's own output (already on its grid)
         if not bool(self.initialized):
             raise RuntimeError(
                 'An activation quantizer was used before calibration. Run qdr_plugin.quant.calibrate(model, batches) '
@@ -283,5 +289,5 @@ class ActQuantizer(FakeQuantizer):
         if self.observe and self.training:
             self._update_range(x)
         y = self.quantize(x)
-        self._last = (weakref.ref(x), x._version, weakref.ref(y))
+        self._last = (weakref.ref(x), x._version, weakref.ref(y), y._version)
         return y

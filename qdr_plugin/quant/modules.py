@@ -17,7 +17,8 @@ from .config import QuantConfig
 from .fake_quant import ActQuantizer, WeightQuantizer
 
 
-def _act_quantizer(cfg: QuantConfig) -> ActQuantizer:
+def act_quantizer(cfg: QuantConfig) -> ActQuantizer:
+    """A new activation quantizer of ``cfg`` (bits, grid, learned or observed)."""
     return ActQuantizer(cfg.act_bits, symmetric=cfg.act_symmetric, learn=cfg.learn_step, observe=cfg.observes)
 
 
@@ -33,7 +34,9 @@ def _adopt_parameters(new: nn.Module, old: nn.Module) -> None:
 
 
 class QuantConv2d(nn.Conv2d):
-    """``nn.Conv2d`` with an input activation quantizer and a per-output-channel (axis 0) weight quantizer."""
+    """``nn.Conv2d`` with an input activation quantizer and a per-output-channel (axis 0) weight quantizer, and an
+    output quantizer ``out_quant`` where its output reaches float work (:mod:`qdr_plugin.quant.output_points`;
+    ``None`` otherwise)."""
 
     @classmethod
     def from_float(cls, conv: nn.Conv2d, cfg: QuantConfig) -> QuantConv2d:
@@ -42,12 +45,14 @@ class QuantConv2d(nn.Conv2d):
             conv.groups, conv.bias is not None, conv.padding_mode, device=conv.weight.device,
         )
         _adopt_parameters(new, conv)
-        new.act_quant = _act_quantizer(cfg)
+        new.act_quant = act_quantizer(cfg)
         new.weight_quant = _weight_quantizer(cfg, conv.weight, conv.out_channels, axis=0)
+        new.register_module('out_quant', None)
         return new
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._conv_forward(self.act_quant(x), self.weight_quant(self.weight), self.bias)
+        y = self._conv_forward(self.act_quant(x), self.weight_quant(self.weight), self.bias)
+        return y if self.out_quant is None else self.out_quant(y)
 
 
 class QuantConvTranspose2d(nn.ConvTranspose2d):
@@ -62,7 +67,7 @@ class QuantConvTranspose2d(nn.ConvTranspose2d):
             conv.groups, conv.bias is not None, conv.dilation, conv.padding_mode, device=conv.weight.device,
         )
         _adopt_parameters(new, conv)
-        new.act_quant = _act_quantizer(cfg)
+        new.act_quant = act_quantizer(cfg)
         new.weight_quant = _weight_quantizer(cfg, conv.weight, conv.out_channels, axis=1)
         return new
 
@@ -83,7 +88,7 @@ class QuantLinear(nn.Linear):
     def from_float(cls, linear: nn.Linear, cfg: QuantConfig) -> QuantLinear:
         new = cls(linear.in_features, linear.out_features, linear.bias is not None, device=linear.weight.device)
         _adopt_parameters(new, linear)
-        new.act_quant = _act_quantizer(cfg)
+        new.act_quant = act_quantizer(cfg)
         new.weight_quant = _weight_quantizer(cfg, linear.weight, linear.out_features, axis=0)
         return new
 
@@ -98,8 +103,8 @@ class QuantAdd(ops.Add):
     @classmethod
     def from_float(cls, op: ops.Add, cfg: QuantConfig) -> QuantAdd:
         new = cls(op.quantize_a)
-        new.quant_a = _act_quantizer(cfg) if op.quantize_a else nn.Identity()
-        new.quant_b = _act_quantizer(cfg)
+        new.quant_a = act_quantizer(cfg) if op.quantize_a else nn.Identity()
+        new.quant_b = act_quantizer(cfg)
         return new
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -113,8 +118,8 @@ class QuantSub(ops.Sub):
     @classmethod
     def from_float(cls, op: ops.Sub, cfg: QuantConfig) -> QuantSub:
         new = cls(op.quantize_a)
-        new.quant_a = _act_quantizer(cfg) if op.quantize_a else nn.Identity()
-        new.quant_b = _act_quantizer(cfg)
+        new.quant_a = act_quantizer(cfg) if op.quantize_a else nn.Identity()
+        new.quant_b = act_quantizer(cfg)
         return new
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -127,8 +132,8 @@ class QuantMul(ops.Mul):
     @classmethod
     def from_float(cls, op: ops.Mul, cfg: QuantConfig) -> QuantMul:
         new = cls(op.quantize_b)
-        new.quant_a = _act_quantizer(cfg)
-        new.quant_b = _act_quantizer(cfg) if op.quantize_b else nn.Identity()
+        new.quant_a = act_quantizer(cfg)
+        new.quant_b = act_quantizer(cfg) if op.quantize_b else nn.Identity()
         return new
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -141,7 +146,7 @@ class QuantConcat(ops.Concat):
     @classmethod
     def from_float(cls, op: ops.Concat, cfg: QuantConfig) -> QuantConcat:
         new = cls(op.dim)
-        new.quant = _act_quantizer(cfg)
+        new.quant = act_quantizer(cfg)
         return new
 
     def forward(self, *tensors: torch.Tensor) -> torch.Tensor:

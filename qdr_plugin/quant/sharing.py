@@ -1,4 +1,5 @@
-"""One quantizer per tensor: tie the activation quantizers that always see the same tensor.
+"""One quantizer per tensor: tie the activation quantizers that always see the same tensor (or the same values moved
+by a pixel shuffle / unshuffle).
 
 A tensor often feeds several quantized consumers: the input of a residual block goes to its first convolution and
 to the residual addition. Input-side quantizers would quantize it twice, with two different scales, where a
@@ -22,23 +23,40 @@ from torch.utils.hooks import RemovableHandle
 from .fake_quant import ActQuantizer
 
 RELU_TYPES = (nn.ReLU, nn.ReLU6)
+PERMUTATION_TYPES = (nn.PixelShuffle, nn.PixelUnshuffle)
+"""Modules that only move values: their output holds the same values as their input, so a quantizer of the output
+is tied to one of the input (a convolution's output quantizer and the next layer's, around a pixel shuffle)."""
 
 
 class _SameTensorObserver:
-    """Records which quantizer saw which tensor during one forward pass, and which of those were ReLU outputs."""
+    """Records which quantizer saw which tensor during one forward pass (a permutation's output counting as its
+    input), and which of those were ReLU outputs."""
 
     def __init__(self) -> None:
         self.seen: list[tuple[weakref.ref, int, ActQuantizer]] = []
         self.pairs: list[tuple[ActQuantizer, ActQuantizer]] = []
         self.relu_outputs: list[tuple[weakref.ref, int]] = []
+        self.permuted: list[tuple[weakref.ref, torch.Tensor]] = []
         self.observed: set[int] = set()
         self.not_relu_fed: set[int] = set()
 
     def relu_hook(self, module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
         self.relu_outputs.append((weakref.ref(output), output._version))
 
+    def permutation_hook(self, module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        self.permuted.append((weakref.ref(output), inputs[0]))
+
+    def _source(self, x: torch.Tensor) -> torch.Tensor:
+        """The tensor whose values ``x`` holds: ``x`` itself, or the input of the permutations that made it."""
+        while True:
+            source = next((inp for ref, inp in self.permuted if ref() is x), None)
+            if source is None:
+                return x
+            x = source
+
     def observe(self, x: torch.Tensor, quantizer: ActQuantizer) -> None:
         self.observed.add(id(quantizer))
+        x = self._source(x)
         if not any(ref() is x and x._version == version for ref, version in self.relu_outputs):
             self.not_relu_fed.add(id(quantizer))
         for ref, version, other in self.seen:
@@ -96,6 +114,8 @@ def tie_shared_quantizers(
     for q in quantizers.values():
         q.observer = observer
     hooks = [m.register_forward_hook(observer.relu_hook) for m in model.modules() if isinstance(m, RELU_TYPES)]
+    hooks += [m.register_forward_hook(observer.permutation_hook) for m in model.modules()
+              if isinstance(m, PERMUTATION_TYPES)]
     try:
         forward_once(model, example, hooks)
     finally:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import logging
 import os
 import pickle
 import re
@@ -27,8 +28,8 @@ from qdr_plugin.prepare import prepare
 from qdr_plugin.quant import QuantConfig, fold_batchnorm, is_quantized_state_dict
 
 __all__ = [
-    'RECORD_KEY', 'build_teacher', 'check_training_record', 'load_file', 'load_networks', 'does_not_fit',
-    'read_checkpoint',
+    'RECORD_KEY', 'build_teacher', 'check_training_record', 'config_of_checkpoint', 'load_file', 'load_networks',
+    'does_not_fit', 'read_checkpoint',
     'state_dict_of', 'training_record', 'why_unreadable',
 ]
 
@@ -36,7 +37,7 @@ RECORD_KEY = 'options'
 """The checkpoint key of the training record (beside ``params``)."""
 
 GRID_FIELDS = ('weight_bits', 'act_bits', 'act_symmetric', 'unsigned_relu', 'keep_fp32', 'keep_first_last', 'fold_bn',
-               'scheme')
+               'scheme', 'integer_points')
 """The ``quant`` fields that give a quantized checkpoint's step sizes and weights their meaning."""
 
 FINE_TUNABLE_FIELDS = ('unsigned_relu',)
@@ -213,6 +214,28 @@ def build_teacher(network_opt: Mapping[str, Any], state: Mapping[str, torch.Tens
     return teacher.eval()
 
 
+def config_of_checkpoint(
+    config: QuantConfig, network_opt: Mapping[str, Any], checkpoint: Mapping[str, Any], state: Mapping[str, Any]
+) -> QuantConfig:
+    """``config`` as the quantized ``checkpoint`` (state dict ``state``) of ``network_opt`` was trained. One saved
+    before the integer-kernel quantization points existed (no ``integer_points`` in its record, and its state lacks
+    quantizers that ``integer_points: true`` gives this network) gets ``integer_points=False``: it loads as the
+    network it is (the convolutions that feed float work stay float in an INT8 export; QAT with
+    ``quant.integer_points: true`` makes them integer kernels)."""
+    record = checkpoint.get(RECORD_KEY)
+    quant = record.get('quant') if isinstance(record, Mapping) else None
+    if not config.integer_kernel_points or (isinstance(quant, Mapping) and 'integer_points' in quant):
+        return config
+    probe = build_network(dict(network_opt))
+    prepare(probe, network_opt, config)
+    if set(probe.state_dict()) <= set(state):
+        return config
+    logging.getLogger('basicsr').info(
+        'checkpoint without the integer-kernel quantization points: loaded as trained (quant.integer_points: false); '
+        'QAT with quant.integer_points: true gives a network whose every convolution runs as an integer kernel.')
+    return dataclasses.replace(config, integer_points=False)
+
+
 def does_not_fit(what: str, path: str, network_opt: Mapping[str, Any], error: RuntimeError) -> UserError:
     """The :class:`UserError` for weights ``load_state_dict`` refused (``error``: missing or unexpected keys, other
     shapes), naming the file (as ``what``) and ``network_g``."""
@@ -233,7 +256,7 @@ def load_networks(
     student = build_network(dict(network_opt))
     state = state_dict_of(checkpoint)
     if is_quantized_state_dict(state):
-        prepare(student, network_opt, config)
+        prepare(student, network_opt, config_of_checkpoint(config, network_opt, checkpoint, state))
     try:
         student.load_state_dict(state)
     except RuntimeError as error:
