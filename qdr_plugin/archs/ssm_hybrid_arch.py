@@ -11,6 +11,7 @@ quantizes with QDR like any arch.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -91,7 +92,9 @@ class RestormerHybrid(Restormer):
         if isinstance(surrogates, str) or not isinstance(surrogates, Sequence):
             raise OptionsError(f'{path}.surrogates', 'must be a list of block or stage names', surrogates,
                                'Write surrogates: [latent, decoder_level3.0] (or [] for none).')
-        names = block_names(opt.get('num_blocks') or (4, 6, 6, 8), opt.get('num_refinement_blocks', 4) or 0)
+        defaults = inspect.signature(Restormer).parameters  # an absent key (or ~) takes Restormer's default
+        names = block_names(*(defaults[key].default if opt.get(key) is None else opt[key]
+                              for key in ('num_blocks', 'num_refinement_blocks')))
         valid = [*STAGES, *names]
         for entry in surrogates:
             if entry not in valid:
