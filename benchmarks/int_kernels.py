@@ -99,9 +99,13 @@ def main() -> None:
     parser.add_argument('--out', required=True, help='output path without suffix (.json and .md are written)')
     parser.add_argument('--archs', nargs='*', default=list(ARCHS), help='a subset of the arch names')
     parser.add_argument('--unsigned-relu', action='store_true', help='quant.unsigned_relu: true')
+    parser.add_argument('--no-integer-points', action='store_true',
+                        help='quant.integer_points: false (the quantization points without the integer-kernel ones)')
     parser.add_argument('--keep', type=Path, help='a folder to leave the FP32, INT8 and ORT-PTQ files of every arch in')
     args = parser.parse_args()
     quant = {'bits': 8, 'unsigned_relu': args.unsigned_relu}
+    if args.no_integer_points:
+        quant['integer_points'] = False
     rows = []
     if args.keep is not None:
         args.keep.mkdir(parents=True, exist_ok=True)
