@@ -27,6 +27,7 @@ def main() -> None:
     parser.add_argument('--threads', type=int, default=os.cpu_count(), help='intra-op threads (default: cores)')
     parser.add_argument('--warmup', type=int, default=5)
     parser.add_argument('--runs', type=int, default=20)
+    parser.add_argument('--name', default='ort_profile', help='results/<name>.json (default ort_profile)')
     args = parser.parse_args()
     rows = []
     for path in args.onnx:
@@ -38,7 +39,7 @@ def main() -> None:
     table = markdown_table(rows, COLUMNS)
     print(table)
     info = run_info(command_line(), args.threads, size=args.size, warmup=args.warmup, runs=args.runs)
-    print(f'written: {write_results(RESULTS_DIR, "ort_profile", rows, info, table)["json"]}')
+    print(f'written: {write_results(RESULTS_DIR, args.name, rows, info, table)["json"]}')
 
 
 if __name__ == '__main__':
