@@ -46,6 +46,14 @@ ARCHS: dict[str, dict[str, Any]] = {
 }
 """The archs, small: block counts cut, widths as shipped (the structure per block is what is counted)."""
 
+EFM_LAYOUTS: dict[str, dict[str, Any]] = {
+    'EFM w32 gray noLDG': {**ARCHS['EFM w32 gray'], 'ldg': False},
+    'EFM w32 gray shuffle': {**ARCHS['EFM w32 gray'], 'up': 'shuffle'},
+    'EFM w32 gray noLDG shuffle': {**ARCHS['EFM w32 gray'], 'ldg': False, 'up': 'shuffle'},
+}
+"""Other layouts of the width-32 EFM (no LDG gates, pixel-shuffle up-sampling), counted and kept only when named in
+``--archs``."""
+
 
 def _channels(network_opt: dict[str, Any]) -> int:
     return int(network_opt.get('num_in_ch') or network_opt.get('in_ch'))
@@ -97,7 +105,8 @@ def markdown(rows: list[dict[str, Any]], quant: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--out', required=True, help='output path without suffix (.json and .md are written)')
-    parser.add_argument('--archs', nargs='*', default=list(ARCHS), help='a subset of the arch names')
+    parser.add_argument('--archs', nargs='*', default=list(ARCHS), choices=[*ARCHS, *EFM_LAYOUTS],
+                        help='the arch names to count (default: every one of ARCHS; EFM_LAYOUTS only when named)')
     parser.add_argument('--unsigned-relu', action='store_true', help='quant.unsigned_relu: true')
     parser.add_argument('--no-integer-points', action='store_true',
                         help='quant.integer_points: false (the quantization points without the integer-kernel ones)')
@@ -111,7 +120,7 @@ def main() -> None:
         args.keep.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.archs:
-            rows.append(measure(name, ARCHS[name], quant, Path(tmp), args.keep))
+            rows.append(measure(name, {**ARCHS, **EFM_LAYOUTS}[name], quant, Path(tmp), args.keep))
             print(json.dumps(rows[-1]), flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
