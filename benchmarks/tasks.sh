@@ -11,16 +11,13 @@
 # benchmarks/out/tasks/<task>/bench.* (with the side-by-side pictures) and benchmarks/out/tasks/<task>_fp32_1500/bench.*
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source benchmarks/task_sets.sh
 tasks=("$@")
-[ "${#tasks[@]}" -gt 0 ] || tasks=(derain dehaze lowlight denoise)
+[ "${#tasks[@]}" -gt 0 ] || tasks=("${TASKS[@]}")
 out=benchmarks/out/tasks
 mkdir -p "$out"
 for task in "${tasks[@]}"; do
-  case "$task" in
-    derain|dehaze|lowlight) sets=(--task "$task") ;;
-    denoise) sets=(--task denoise --datasets CBSD68 --sigmas 25) ;;
-    *) echo "unknown task '$task': choose from derain, dehaze, lowlight, denoise" >&2; exit 2 ;;
-  esac
+  task_sets "$task"
   opt=options/tasks/${task}_full.yml
   [ -f "experiments/task_$task/models/net_g_latest.pth" ] || basicsr train -opt "$opt"
   [ -f "experiments/task_${task}_qat/models/net_g_latest.pth" ] || basicsr train -opt "options/tasks/ablation/${task}_qat.yml"

@@ -8,15 +8,12 @@
 # benchmarks/results/tasks_ip/<task>_onnx.json; time the files with benchmarks/speed_ratio.py on an idle machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source benchmarks/task_sets.sh
 out=benchmarks/out/tasks
 tasks=("$@")
-[ "${#tasks[@]}" -gt 0 ] || tasks=(derain dehaze lowlight denoise)
+[ "${#tasks[@]}" -gt 0 ] || tasks=("${TASKS[@]}")
 for task in "${tasks[@]}"; do
-  case "$task" in
-    derain|dehaze|lowlight) sets=(--task "$task") ;;
-    denoise) sets=(--task denoise --datasets CBSD68 --sigmas 25) ;;
-    *) echo "unknown task '$task': choose from derain, dehaze, lowlight, denoise" >&2; exit 2 ;;
-  esac
+  task_sets "$task"
   opt=options/tasks/${task}_full.yml
   state=experiments/task_$task/training_states/1000.state
   [ -f "$state" ] || { echo "$state is missing: run bash benchmarks/tasks.sh $task first" >&2; exit 2; }
