@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The super-resolution table (issue 5): EDSR-small x4 and SRVGGNetCompact x4, trained on CBSD68 + McMaster (the
+# The super-resolution table: EDSR-small x4 and SRVGGNetCompact x4, trained on CBSD68 + McMaster (the
 # colour images at hand) with options/sr/*_full.yml, FP32 vs INT8 (QDR) vs INT8 (ONNX Runtime PTQ) on Set5 / Set14,
 # Y-channel PSNR / SSIM with crop_border = 4, all run by ONNX Runtime, with speed.
 #   bash benchmarks/sr_x4.sh

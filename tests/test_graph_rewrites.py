@@ -15,13 +15,13 @@ from qdr_plugin.archs import DnCNN
 from qdr_plugin.deploy import check_onnx, export_onnx, onnxruntime_kernel_counts
 from qdr_plugin.deploy.graph_rewrites import (
     constant_values,
-    depth_to_space_on_quantized,
     fast_kernel_output_channels,
     float_upsampling_inputs,
     fold_scalar_multiplications,
     graph_links,
     remove_dead_nodes,
     remove_requantization,
+    upsampling_on_quantized,
     widen_narrow_convolutions,
     zero_point_of_relu_fed_quantizers,
 )
@@ -270,7 +270,7 @@ def test_scale_fold_shuffle_on_integers_and_requantization_keep_the_numbers(tmp_
     model = _conv_scale_shuffle(HIDDEN_STEP * 0.5)
     before = _outputs(_saved(model, tmp_path / 'before.onnx'), x)
     assert fold_scalar_multiplications(model) == 1
-    assert depth_to_space_on_quantized(model, integer=True) == 1
+    assert upsampling_on_quantized(model, integer=True) == 1
     assert remove_requantization(model) == 1
     onnx.checker.check_model(model, full_check=True)
     path = _saved(model, tmp_path / 'after.onnx')
@@ -287,7 +287,7 @@ def test_shuffle_for_tensorrt_reads_the_float_tensor(tmp_path):
     model = _conv_scale_shuffle(HIDDEN_STEP * 0.3)
     before = _outputs(_saved(model, tmp_path / 'before.onnx'), x)
     assert fold_scalar_multiplications(model) == 1
-    assert depth_to_space_on_quantized(model, integer=False) == 1
+    assert upsampling_on_quantized(model, integer=False) == 1
     producers, _ = graph_links(model.graph)
     shuffle = next(n for n in model.graph.node if n.op_type == 'DepthToSpace')
     assert producers[shuffle.input[0]].op_type == 'Conv'

@@ -87,6 +87,16 @@ def test_integer_elementwise_ops_of_rcan_and_msrresnet(tmp_path):
     assert 'LeakyRelu' not in srres.float_ops
 
 
+def test_integer_concatenations_of_rrdbnet(tmp_path):
+    """RRDBNet's dense blocks run their LeakyReLUs and concatenations as ONNX Runtime integer ops, as its PTQ does,
+    and its nearest up-samplings copy 8-bit tensors."""
+    rrdb = kernel_report(export_onnx(_prepared(ARCHS['RRDBNet']), tmp_path / 'rrdb.onnx', 3, 'onnxruntime'))
+    assert {'QLinearConcat', 'QLinearLeakyRelu', 'QLinearAdd'} <= set(rrdb.integer_ops)
+    assert rrdb.integer_ops['QLinearLeakyRelu'] == 4 * 1 * 3 + 3  # 4 per dense block, 3 dense blocks; 3 at the end
+    assert not {'Concat', 'LeakyRelu', 'Resize'} & set(rrdb.float_ops)
+    assert rrdb.data_ops['Resize'] == 2  # RRDBNet always up-samples twice (scale 2 after a pixel unshuffle)
+
+
 def test_report_names_the_float_convolutions(tmp_path, capsys):
     """Without the integer-kernel points, the report counts EDSR's float convolutions and names them."""
     net = _prepared(ARCHS['EDSR'], integer_points=False)

@@ -69,8 +69,9 @@ EXAMPLE_SIZE = 64
 
 
 def default_dfd_layer(net: nn.Module) -> str | None:
-    """The default DFD layer of a basicsr arch (:data:`DFD_LAYERS`), ``None`` for an arch not in the table."""
-    layer = DFD_LAYERS.get(type(net).__name__)
+    """The default DFD layer of a basicsr arch (:data:`DFD_LAYERS`; also for its form with quantization points, a
+    subclass), ``None`` for an arch not in the table."""
+    layer = next((DFD_LAYERS[cls.__name__] for cls in type(net).__mro__ if cls.__name__ in DFD_LAYERS), None)
     return layer(net) if callable(layer) else layer
 
 

@@ -10,8 +10,8 @@ Each rewrite changes the model in place and returns how many places it changed (
   baseline, ``tensorrt`` target).
 - :func:`fold_scalar_multiplications`: a dequantized tensor times a positive scalar becomes one DequantizeLinear
   (QDR export, both targets).
-- :func:`depth_to_space_on_quantized`: a pixel shuffle of a dequantized tensor runs on the integers (QDR export,
-  ``onnxruntime`` target) or on the float tensor with its Q/DQ after it (``tensorrt`` target).
+- :func:`upsampling_on_quantized`: a pixel shuffle or nearest Resize of a dequantized tensor runs on the integers
+  (QDR export, ``onnxruntime`` target) or on the float tensor with its Q/DQ after it (``tensorrt`` target).
 - :func:`remove_requantization`: a QuantizeLinear of a DequantizeLinear with the same parameters is bypassed (QDR
   export, both targets).
 
@@ -303,25 +303,33 @@ def _same_quantization(a: onnx.NodeProto, b: onnx.NodeProto, values: dict[str, n
             and np.array_equal(values.get(a.input[1]), values.get(b.input[1])))
 
 
-def depth_to_space_on_quantized(model: onnx.ModelProto, integer: bool) -> int:
-    """Move the quantization around every DepthToSpace that reads a per-tensor ``DequantizeLinear`` so the pixel
-    shuffle stays exact and each runtime gets its pattern; returns how many DepthToSpace nodes were changed. A pixel
-    shuffle only moves values, so quantizing before or after it gives the same numbers.
+def _copies_values(node: onnx.NodeProto) -> bool:
+    """Whether ``node`` only moves or copies values: a DepthToSpace, or a nearest-neighbour Resize."""
+    if node.op_type == 'Resize':
+        mode = next((a.s for a in node.attribute if a.name == 'mode'), b'nearest')
+        return mode == b'nearest'
+    return node.op_type == 'DepthToSpace'
 
-    ``integer`` (``onnxruntime`` target): the DepthToSpace runs on the integers and a new DequantizeLinear (same
-    scale and zero point) follows it. ONNX Runtime runs DepthToSpace on uint8 tensors but has no QDQ fusion for it:
-    left dequantized, the shuffle would run in float and the convolution before it would end in a dequantized
-    tensor. Otherwise (``tensorrt``, whose rules keep up-sampling on float tensors): when the DequantizeLinear reads
-    a QuantizeLinear, the DepthToSpace reads that quantizer's float input, and a copy of the QuantizeLinear /
-    DequantizeLinear pair follows it. A pair with equal parameters right after either form is removed by
-    :func:`remove_requantization`.
+
+def upsampling_on_quantized(model: onnx.ModelProto, integer: bool) -> int:
+    """Move the quantization around every pixel shuffle (DepthToSpace) and nearest Resize that reads a per-tensor
+    ``DequantizeLinear`` so the up-sampling stays exact and each runtime gets its pattern; returns how many nodes
+    were changed. Both only move or copy values, so quantizing before or after them gives the same numbers.
+
+    ``integer`` (``onnxruntime`` target): the up-sampling runs on the integers and a new DequantizeLinear (same
+    scale and zero point) follows it. ONNX Runtime runs DepthToSpace and Resize on uint8 tensors but has no QDQ
+    fusion for DepthToSpace: left dequantized, the up-sampling would run in float and the op before it would end in
+    a dequantized tensor. Otherwise (``tensorrt``, whose rules keep up-sampling on float tensors): when the
+    DequantizeLinear reads a QuantizeLinear, the up-sampling reads that quantizer's float input, and a copy of the
+    QuantizeLinear / DequantizeLinear pair follows it. A pair with equal parameters right after either form is
+    removed by :func:`remove_requantization`.
     """
     graph = model.graph
     values = constant_values(graph)
     producers, _ = graph_links(graph)
     moved = 0
     for node in list(graph.node):
-        dq = producers.get(node.input[0]) if node.op_type == 'DepthToSpace' else None
+        dq = producers.get(node.input[0]) if _copies_values(node) else None
         if not _per_tensor_dequantize(dq, values):
             continue
         q = producers.get(dq.input[0])

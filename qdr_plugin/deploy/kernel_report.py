@@ -26,6 +26,9 @@ QDQ_OPS = ('QuantizeLinear', 'DequantizeLinear')
 DATA_MOVEMENT = ('DepthToSpace', 'SpaceToDepth', 'Transpose', 'Reshape', 'Slice', 'Pad', 'Concat', 'Identity',
                  'Shape', 'Gather', 'Unsqueeze', 'Squeeze', 'Cast', 'Constant', 'Flatten', 'Expand')
 """Operators that move values without arithmetic: on an integer tensor they cost no float work."""
+COPYING_ON_INTEGERS = ('Resize', 'MaxPool')
+"""Operators that copy values when they read an integer tensor (a nearest up-sampling, a max pooling): data
+movement there, float work otherwise."""
 
 
 @dataclass
@@ -37,8 +40,8 @@ class KernelReport:
         float_convs: names of the convolutions run in float, with their operator type (``'Conv'``, ...).
         integer_ops: the other integer operators (``QLinearAdd``, ...) by type.
         float_ops: element-wise float operators (``Add``, ``Mul``, ``Sigmoid``, ...) by type.
-        data_ops: the operators of :data:`DATA_MOVEMENT`, and those computing on tensor shapes (``'Sub (shape)'``),
-            by type.
+        data_ops: the operators of :data:`DATA_MOVEMENT`, those of :data:`COPYING_ON_INTEGERS` that read an integer
+            tensor, and those computing on tensor shapes (``'Sub (shape)'``), by type.
         qdq: QuantizeLinear / DequantizeLinear left between float and integer parts, by type.
     """
 
@@ -107,8 +110,12 @@ def classify(graph: onnx.GraphProto) -> KernelReport:
     integer_convs, float_convs = 0, []
     integer_ops, float_ops, data_ops, qdq = Counter(), Counter(), Counter(), Counter()
     shapes = _shape_nodes(graph)
-    for node in graph.node:
+    integer_tensors: set[str] = set()  # outputs of QuantizeLinear and integer ops, and data movement of them
+    for node in graph.node:  # topological order
         op = node.op_type
+        if (op in ('QuantizeLinear', 'QLinearConv') or op.startswith('QLinear')
+                or (op in (*DATA_MOVEMENT, *COPYING_ON_INTEGERS) and node.input and node.input[0] in integer_tensors)):
+            integer_tensors.update(node.output)
         if node.output and node.output[0] in shapes:
             data_ops[f'{op} (shape)'] += 1
         elif op == 'QLinearConv':
@@ -119,7 +126,7 @@ def classify(graph: onnx.GraphProto) -> KernelReport:
             qdq[op] += 1
         elif op.startswith('QLinear') or op in ('ConvInteger', 'MatMulInteger'):
             integer_ops[op] += 1
-        elif op in DATA_MOVEMENT:
+        elif op in DATA_MOVEMENT or (op in COPYING_ON_INTEGERS and node.input[0] in integer_tensors):
             data_ops[op] += 1
         else:
             float_ops[op] += 1

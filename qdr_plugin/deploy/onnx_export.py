@@ -43,9 +43,9 @@ from qdr_plugin.quant.onnx_qdq import integer_weight
 from qdr_plugin.utils.atomic_write import atomic_output
 
 from .graph_rewrites import (
-    depth_to_space_on_quantized,
     fold_scalar_multiplications,
     remove_requantization,
+    upsampling_on_quantized,
     widen_narrow_convolutions,
     zero_point_of_relu_fed_quantizers,
 )
@@ -175,15 +175,15 @@ def rewrite_for_target(model: onnx.ModelProto, target: str) -> int:
     Both targets: a dequantized tensor times a positive scalar becomes one DequantizeLinear
     (:func:`~qdr_plugin.deploy.graph_rewrites.fold_scalar_multiplications`), and a quantizer applied again to its own
     dequantized output is bypassed (:func:`~qdr_plugin.deploy.graph_rewrites.remove_requantization`); pixel shuffles
-    of quantized tensors run on the float tensor with the Q/DQ after them (``tensorrt``) or on the integers
-    (``onnxruntime``; :func:`~qdr_plugin.deploy.graph_rewrites.depth_to_space_on_quantized`). ``onnxruntime`` also:
-    zero point 0 after a Relu, narrow convolutions widened.
+    and nearest up-samplings of quantized tensors run on the float tensor with the Q/DQ after them (``tensorrt``) or
+    on the integers (``onnxruntime``; :func:`~qdr_plugin.deploy.graph_rewrites.upsampling_on_quantized`).
+    ``onnxruntime`` also: zero point 0 after a Relu, narrow convolutions widened.
     """
     if target == 'tensorrt':
-        return (fold_scalar_multiplications(model) + depth_to_space_on_quantized(model, integer=False)
+        return (fold_scalar_multiplications(model) + upsampling_on_quantized(model, integer=False)
                 + remove_requantization(model))
     return (zero_point_of_relu_fed_quantizers(model) + fold_scalar_multiplications(model)
-            + depth_to_space_on_quantized(model, integer=True) + remove_requantization(model)
+            + upsampling_on_quantized(model, integer=True) + remove_requantization(model)
             + widen_narrow_convolutions(model))
 
 

@@ -96,7 +96,7 @@ def quantize_model(
 ) -> nn.Module:
     """Apply the registered rewrites (:func:`register_rewrite`), fold BatchNorm, then replace every ``Conv2d`` /
     ``ConvTranspose2d`` / ``Linear`` and every :mod:`qdr_plugin.quant.ops` point (``Add``, ``Sub``, ``Mul``,
-    ``Concat``) by its quantized counterpart, in place.
+    ``Concat``, ``Upsample``) by its quantized counterpart, in place.
 
     Modules whose name matches a ``config.keep_fp32`` pattern stay float, and so do the first and the last
     convolution / linear layer a forward pass on ``example`` calls, as ``config.float_ends`` says, with the

@@ -153,6 +153,19 @@ class QuantConcat(ops.Concat):
         return torch.cat([self.quant(t) for t in tensors], self.dim)
 
 
+class QuantUpsample(ops.Upsample):
+    """``upsample(Q(x))``: nearest up-sampling of the quantized tensor (the same values as ``Q(upsample(x))``)."""
+
+    @classmethod
+    def from_float(cls, op: ops.Upsample, cfg: QuantConfig) -> QuantUpsample:
+        new = cls(op.factor)
+        new.quant = act_quantizer(cfg)
+        return new
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(self.quant(x))
+
+
 FLOAT_TO_QUANT: dict[type, type] = {
     nn.Conv2d: QuantConv2d,
     nn.ConvTranspose2d: QuantConvTranspose2d,
@@ -161,4 +174,5 @@ FLOAT_TO_QUANT: dict[type, type] = {
     ops.Sub: QuantSub,
     ops.Mul: QuantMul,
     ops.Concat: QuantConcat,
+    ops.Upsample: QuantUpsample,
 }

@@ -2,10 +2,11 @@
 
 An arch that writes ``self.add = Add()`` and ``y = self.add(a, b)`` instead of ``a + b`` gets quantized inputs on
 both operands after conversion (TensorRT wants Q/DQ on both inputs of a residual add). Before conversion these are
-exactly ``a + b``, ``a - b``, ``a * b`` and ``torch.cat``.
+exactly ``a + b``, ``a - b``, ``a * b``, ``torch.cat`` and nearest up-sampling.
 """
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -53,3 +54,16 @@ class Concat(nn.Module):
 
     def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
         return torch.cat(tensors, self.dim)
+
+
+class Upsample(nn.Module):
+    """Nearest-neighbour up-sampling by an integer ``factor``: ``F.interpolate(x, scale_factor=factor,
+    mode='nearest')``. It only copies values, so after conversion its input is quantized with the quantizer of the
+    layer that reads its output (one scale on both sides): a runtime then up-samples the 8-bit tensor."""
+
+    def __init__(self, factor: int = 2):
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(x, scale_factor=self.factor, mode='nearest')

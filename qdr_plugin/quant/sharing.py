@@ -1,5 +1,5 @@
 """One quantizer per tensor: tie the activation quantizers that always see the same tensor (or the same values moved
-by a pixel shuffle / unshuffle).
+by a pixel shuffle / unshuffle or copied by a nearest up-sampling).
 
 A tensor often feeds several quantized consumers: the input of a residual block goes to its first convolution and
 to the residual addition. Input-side quantizers would quantize it twice, with two different scales, where a
@@ -21,11 +21,15 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from .fake_quant import ActQuantizer
+from .modules import QuantConcat
+from .ops import Upsample
 
 RELU_TYPES = (nn.ReLU, nn.ReLU6)
-PERMUTATION_TYPES = (nn.PixelShuffle, nn.PixelUnshuffle)
-"""Modules that only move values: their output holds the same values as their input, so a quantizer of the output
-is tied to one of the input (a convolution's output quantizer and the next layer's, around a pixel shuffle)."""
+PERMUTATION_TYPES = (nn.PixelShuffle, nn.PixelUnshuffle, Upsample, QuantConcat)
+"""Modules that only move or copy values: their output holds the values of their (first) input, so a quantizer of
+the output is tied to one of the input (a convolution's output quantizer and the next layer's, around a pixel
+shuffle; an up-sampling point's input quantizer and the next layer's; a quantized concatenation's one quantizer,
+which all its inputs pass, and the next layer's)."""
 
 
 class _SameTensorObserver:
