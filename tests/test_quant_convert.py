@@ -158,11 +158,13 @@ def test_quantize_model_converts_every_layer_type_and_keeps_parameters():
     assert torch.allclose(model.dw.weight_quant.step, model.dw.weight.detach().abs().amax((1, 2, 3)) / 127)
     assert all(bool(q.initialized) for _, q in quantizers(model) if q.axis is not None)
     assert is_quantized(model)
-    # 7 weighted layers (2 quantizers each) + Add and Mul (2 each) + Concat (1), minus 2 tied activation
-    # quantizers: h feeds dw and add (one quantizer), s feeds mul and cat (one quantizer); plus the output quantizer
-    # of tail (its output is permuted before fc); grouped's output also feeds a float sigmoid, and its output
-    # quantizer is the one of down's input
-    assert len(list(quantizers(model))) == 7 * 2 + 2 * 2 + 1 - 2 + 1
+    # 7 weighted layers (2 quantizers each) + Add and Mul (2 each) + Concat (1), minus 3 tied activation
+    # quantizers: h feeds dw and add (one quantizer), s feeds mul and cat (one quantizer), and tail's input is the
+    # concatenation of cat's quantized inputs (a copy: cat's quantizer); plus the output quantizer of tail (its
+    # output is permuted before fc); grouped's output also feeds a float sigmoid, and its output quantizer is the one
+    # of down's input
+    assert len(list(quantizers(model))) == 7 * 2 + 2 * 2 + 1 - 3 + 1
+    assert model.tail.act_quant is model.cat.quant
     assert model.grouped.out_quant is model.down.act_quant and model.tail.out_quant is not None
     assert model.dw.act_quant is model.add.quant_a and model.mul.quant_a is model.cat.quant
 
@@ -257,8 +259,8 @@ def test_quantized_output_close_to_float_and_4bit_worse_than_8bit(symmetric):
             QuantConfig(weight_bits=bits, act_bits=bits, act_symmetric=symmetric, keep_first_last=False),
         )
         tail_output = 1 if bits == 8 else 0  # the integer-kernel point on the tail's output: 8-bit activations only
-        assert calibrate(model, calib, method='max') == 7 + 2 * 2 + 1 - 2 + tail_output  # layers, Add, Mul, Concat,
-        # 2 tied
+        assert calibrate(model, calib, method='max') == 7 + 2 * 2 + 1 - 3 + tail_output  # layers, Add, Mul, Concat,
+        # 3 tied
         with torch.no_grad():
             out = model(x)
         assert out.shape == ref.shape and not torch.equal(out, ref)
@@ -302,7 +304,7 @@ def test_state_dict_round_trip(tmp_path, symmetric):
     with torch.no_grad():
         assert torch.equal(fresh(x), model(x))
     pairs = list(zip(quantizers(model), quantizers(fresh), strict=True))
-    assert len(pairs) == 17  # 6-bit activations: no integer-kernel point on the tail's output
+    assert len(pairs) == 16  # 6-bit activations: no integer-kernel point on the tail's output
     for (name, q), (fresh_name, fq) in pairs:
         assert name == fresh_name
         assert torch.equal(fq.step, q.step) and torch.equal(fq.zero_point, q.zero_point)
