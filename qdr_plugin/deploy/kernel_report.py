@@ -113,7 +113,7 @@ def classify(graph: onnx.GraphProto) -> KernelReport:
     integer_tensors: set[str] = set()  # outputs of QuantizeLinear and integer ops, and data movement of them
     for node in graph.node:  # topological order
         op = node.op_type
-        if (op in ('QuantizeLinear', 'QLinearConv') or op.startswith('QLinear')
+        if (op == 'QuantizeLinear' or op.startswith('QLinear')
                 or (op in (*DATA_MOVEMENT, *COPYING_ON_INTEGERS) and node.input and node.input[0] in integer_tensors)):
             integer_tensors.update(node.output)
         if node.output and node.output[0] in shapes:
