@@ -137,9 +137,9 @@ POINT_FORMS: dict[type, tuple[type, dict[str, Callable[[], nn.Module]]]] = {
 
 @register_point_rewrite
 def residual_points(model: nn.Module) -> int:
-    """Give every block of :data:`POINT_FORMS` in ``model`` its form with ``Add`` / ``Mul`` / ``Concat`` points (in
-    place: the class changes, the points are new child modules; parameters and their names stay); returns how many
-    blocks."""
+    """Give every block of :data:`POINT_FORMS` in ``model`` its form with ``Add`` / ``Mul`` / ``Concat`` /
+    ``Upsample`` points (in place: the class changes, the points are new child modules; parameters and their names
+    stay); returns how many blocks."""
     changed = 0
     for module in model.modules():
         form = POINT_FORMS.get(type(module))
