@@ -3,15 +3,19 @@ hybrids against their teacher: interleaved rounds, median and range (min-max) pe
 
     python benchmarks/hybrid_latency.py --blocks [--dims 48 96] [--sizes 256 512] [--rounds 20] [--threads 1]
     python benchmarks/hybrid_latency.py --search experiments/hybrid_gray_sigma25/search.json [--sizes 256 512]
+    python benchmarks/hybrid_latency.py --options options/hybrid/hybrid_gray_sigma25.yml --replace none latent all
 
 ``--blocks``: one Restormer transformer block (``--heads``, FFN expansion 2.66, bias-free, WithBias norm) and one
 :class:`~qdr_plugin.archs.ssm_arch.SSMBlock` (``--expand``, ``--scan-steps``) per channel count in ``--dims``, run on
 ``1 x dim x S x S`` feature maps for each S in ``--sizes``. ``--search``: every hybrid of a ``basicsr hybrid search``
 table (its ``network_g`` and assembled checkpoint), the teacher among them, on ``1 x C x S x S`` images; the speed-up
-is against the teacher's median. Each size is one interleaved comparison (:func:`qdr_plugin.hybrid.interleaved_latency`:
-every round runs each file once, in an order rotated from round to round). Prints a table and writes
-``benchmarks/results/hybrid_latency_{blocks,networks}.{json,csv,md}``. Run it on an idle machine: a busy one moves
-the numbers.
+is against the teacher's median. ``--options``: before any training, the options file's Restormer (``network_g``) and
+the hybrids that replace each ``--replace`` set (comma-separated stage or block names; ``all``: every stage; ``none``:
+the teacher) with surrogates of the file's ``hybrid.surrogate`` settings (or ``--expand`` / ``--scan-steps``),
+untrained: latency does not depend on the weights. Each size is one interleaved comparison
+(:func:`qdr_plugin.hybrid.interleaved_latency`: every round runs each file once, in an order rotated from round to
+round). Prints a table and writes ``benchmarks/results/hybrid_latency_{blocks,networks,untrained}.{json,csv,md}``. Run
+it on an idle machine: a busy one moves the numbers.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+import yaml
 
 from qdr_plugin.archs.restormer_arch import TransformerBlock
 from qdr_plugin.archs.ssm_arch import SSMBlock
@@ -65,7 +70,8 @@ def _blocks(args: argparse.Namespace) -> tuple[str, list[dict], str]:
     nets = {}
     for dim in args.dims:
         nets[f'transformer_c{dim}'] = (TransformerBlock(dim, args.heads, 2.66, False, 'WithBias'), dim)
-        nets[f'ssm_c{dim}'] = (SSMBlock(dim, args.expand, args.scan_steps), dim)
+        nets[f'ssm_c{dim}'] = (SSMBlock(dim, 1.0 if args.expand is None else args.expand,
+                                        8 if args.scan_steps is None else args.scan_steps), dim)
     rows = _measure(nets, args.sizes, args)
     _speedups(rows, lambda model: f"transformer_c{model.split('_c')[1]}")
     return 'hybrid_latency_blocks', rows, ''
@@ -96,21 +102,49 @@ def _networks(args: argparse.Namespace) -> tuple[str, list[dict], str]:
     return 'hybrid_latency_networks', rows, '\n'.join(lines)
 
 
+def _untrained(args: argparse.Namespace) -> tuple[str, list[dict], str]:
+    from qdr_plugin.archs.restormer_arch import STAGES
+    from qdr_plugin.archs.ssm_hybrid_arch import RestormerHybrid
+    from qdr_plugin.hybrid.options import hybrid_options
+
+    opt = yaml.safe_load(Path(args.options).read_text())  # the network and surrogate settings only: no weights read
+    network = {k: v for k, v in opt['network_g'].items() if k != 'type'}
+    surrogate = dict(hybrid_options(opt)['surrogate'])
+    surrogate['ssm_expand'] = surrogate['ssm_expand'] if args.expand is None else args.expand
+    surrogate['scan_steps'] = surrogate['scan_steps'] if args.scan_steps is None else args.scan_steps
+    nets = {}
+    for entry in args.replace:
+        chosen = [] if entry == 'none' else list(STAGES) if entry == 'all' else entry.split(',')
+        net = RestormerHybrid(**network, surrogates=chosen, **surrogate)
+        nets[entry] = (net, network.get('inp_channels', 3))
+    rows = _measure(nets, args.sizes, args)
+    _speedups(rows, lambda model: 'none')
+    for row in rows:
+        row['kept'] = sum(isinstance(m, TransformerBlock) for m in nets[row['model']][0].modules())
+    note = (f"surrogates: ssm_expand {surrogate['ssm_expand']}, scan_steps {surrogate['scan_steps']}; untrained "
+            'networks (latency only)')
+    return 'hybrid_latency_untrained', rows, note
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument('--blocks', action='store_true', help='transformer block against SSM surrogate block')
     what.add_argument('--search', help='the search.json of basicsr hybrid search: its hybrids and teacher')
+    what.add_argument('--options', help="a hybrid options file: its Restormer and the --replace hybrids, untrained")
+    parser.add_argument('--replace', nargs='+', default=['none', 'all'],
+                        help='(--options) comma-separated stages or blocks per hybrid; all: every stage; none: teacher')
     parser.add_argument('--dims', type=int, nargs='+', default=[48], help='block channels (--blocks)')
     parser.add_argument('--heads', type=int, default=1, help='attention heads of the transformer block (--blocks)')
-    parser.add_argument('--expand', type=float, default=1.0, help='SSM scan channels per channel (--blocks)')
-    parser.add_argument('--scan-steps', type=int, default=8, help='SSM doubling steps (--blocks)')
+    parser.add_argument('--expand', type=float, help='SSM scan channels per channel (--blocks: 1.0; --options: the '
+                        "file's)")
+    parser.add_argument('--scan-steps', type=int, help="SSM doubling steps (--blocks: 8; --options: the file's)")
     parser.add_argument('--sizes', type=int, nargs='+', default=[256, 512])
     parser.add_argument('--rounds', type=int, default=20)
     parser.add_argument('--threads', type=int, default=1, help='ONNX Runtime intra-op threads')
     parser.add_argument('--out', default=str(RESULTS_DIR))
     args = parser.parse_args()
-    stem, rows, extra = _blocks(args) if args.blocks else _networks(args)
+    stem, rows, extra = _blocks(args) if args.blocks else _networks(args) if args.search else _untrained(args)
     table = markdown_table(rows, COLUMNS)
     info = run_info(command_line(), args.threads, sizes=args.sizes, rounds=args.rounds)
     paths = write_results(args.out, stem, rows, info, table, extra)

@@ -115,6 +115,27 @@ def test_search_scores_each_set_once_returns_a_pareto_front_and_follows_lambda(o
     assert mid.best.objective(0.05) == max(c.objective(0.05) for c in mid.evaluated)
 
 
+def test_a_weighted_proxy_steers_the_search_to_the_costly_unit():
+    def evaluate(chosen):  # every replacement costs the same 0.1 dB
+        return 30.0 - 0.1 * len(chosen)
+
+    counted = beam_search(['a', 'b'], [1, 1], evaluate, lam=0.08, beam=1)
+    weighted = beam_search(['a', 'b'], [1, 1], evaluate, lam=0.08, beam=1, costs=[1.5, 0.5])
+    assert counted.best.units == () and counted.best.cost == 2.0  # one block saves 0.08 dB: not worth 0.1 dB
+    assert weighted.best.units == ('a',) and weighted.best.cost == 0.5 and weighted.best.kept == 1
+    assert [c.units for c in weighted.front] == [('a', 'b'), ('a',), ()]
+
+
+def test_feature_size_weights_sum_to_the_block_count_and_favour_full_resolution():
+    from qdr_plugin.hybrid.cli import block_weights
+
+    teacher = _teacher()
+    weights = block_weights(teacher, 'feature_size')
+    assert sum(weights.values()) == pytest.approx(len(teacher.block_names()))
+    assert weights['encoder_level1.0'] == pytest.approx(8 * weights['latent.0'])  # 1/8 the channels x 64 the pixels
+    assert set(block_weights(teacher, 'blocks').values()) == {1.0}
+
+
 def test_pareto_front_and_spearman():
     cands = [Candidate(('a',), 30.0, 2), Candidate(('b',), 29.0, 2), Candidate(('a', 'b'), 29.5, 1),
              Candidate((), 31.0, 3), Candidate(('c',), 29.0, 1)]
@@ -168,7 +189,7 @@ def hybrid_options(workdir):
         opt.update(name='tiny_hybrid', network_g={'type': 'Restormer', **TINY},
                    path={'pretrain_network_g': 'teacher.pth', 'strict_load_g': True},
                    hybrid={'surrogate': dict(SURROGATE), 'distill': {'total_iter': 3, 'print_freq': 1},
-                           'search': {'lambda': 0.01, 'beam': 1, 'val_images': 1},
+                           'search': {'lambda': 0.01, 'proxy': 'feature_size', 'beam': 1, 'val_images': 1},
                            'latency': {'size': 16, 'rounds': 1}})
         opt.update(overrides)
         (workdir / 'hybrid.yml').write_text(yaml.safe_dump(opt, sort_keys=False))
@@ -188,12 +209,13 @@ def test_basicsr_hybrid_distill_then_search_writes_a_hybrid_that_loads(workdir, 
     main(['hybrid', 'search', '-opt', path, '--latency'])  # the measured path runs; its numbers mean nothing here
     result = json.loads((folder / 'search.json').read_text())
     assert all(r['latency_ms'] > 0 for r in result['rows']) and -1 <= result['spearman_kept_vs_latency'] <= 1
+    assert -1 <= result['spearman_proxy_vs_latency'] <= 1 and result['proxy'] == 'feature_size'
     assert set(result['latency_front']) <= {r['label'] for r in result['rows']}
     assert result['evaluated'] == 8 * 9 // 2 + 1 and (folder / 'search.png').stat().st_size > 0
     best = next(r for r in result['rows'] if r['best'])
     assert any(not r['surrogates_list'] for r in result['rows'])  # the teacher is always a row
     front = [r for r in result['rows'] if r['on_front']]
-    assert front and all(a['kept'] < b['kept'] and a['psnr'] < b['psnr'] for a, b in zip(front, front[1:]))
+    assert front and all(a['cost'] < b['cost'] and a['psnr'] < b['psnr'] for a, b in zip(front, front[1:]))
     net = build_network(dict(best['network_g']))
     net.load_state_dict(torch.load(best['checkpoint'], weights_only=True)['params'], strict=True)
     assert 'best at lambda 0.01' in capsys.readouterr().out
@@ -210,11 +232,12 @@ def test_basicsr_hybrid_distill_then_search_writes_a_hybrid_that_loads(workdir, 
 @pytest.mark.parametrize(('change', 'expected'), [
     ({'hybrid': {'search': {'lamda': 0.1}}}, "hybrid.search.lamda: unknown key 'lamda'"),
     ({'hybrid': {'surrogate': {'scan_steps': 40}}}, 'hybrid.surrogate.scan_steps: must be an integer from 1 to 12'),
+    ({'hybrid': {'search': {'proxy': 'macs'}}}, 'hybrid.search.proxy: must be one of'),
     ({'network_g': {'type': 'EFM', 'in_ch': 1}}, 'network_g.type: the teacher of the hybrid commands must be'),
     ({'path': {'pretrain_network_g': None}}, 'path.pretrain_network_g: the teacher needs its trained weights'),
     ({'train': {**TINY_OPTIONS['train'], 'fp32_warmup_iter': 5}},
      'train.fp32_warmup_iter: must be <= train.total_iter'),
-], ids=['search-key-typo', 'scan-steps', 'teacher-type', 'no-teacher-weights', 'fine-tune-schedule'])
+], ids=['search-key-typo', 'scan-steps', 'proxy', 'teacher-type', 'no-teacher-weights', 'fine-tune-schedule'])
 def test_bad_hybrid_options_stop_with_one_line(hybrid_options, capsys, change, expected):
     message = refusal(['hybrid', 'distill', '-opt', hybrid_options(**change)], capsys)
     assert expected in message and '\n' not in message

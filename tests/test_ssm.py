@@ -29,13 +29,14 @@ def sequential_scan(v: torch.Tensor, a: torch.Tensor, dim: int, reverse: bool, w
     return out.movedim(-1, dim)
 
 
+@pytest.mark.parametrize('reverse', [False, True])
 @pytest.mark.parametrize('dim', [2, 3])
-def test_parallel_scan_is_the_recurrence_within_its_window_and_truncated_beyond(dim):
+def test_parallel_scan_is_the_recurrence_within_its_window_and_truncated_beyond(dim, reverse):
     torch.manual_seed(0)
-    v, a = torch.randn(1, 2, 19, 19), torch.rand(1, 2, 19, 19)
-    exact = sequential_scan(v, a, dim, reverse=False)
-    torch.testing.assert_close(parallel_scan(v, a, dim, steps=5), exact, atol=1e-5, rtol=1e-5)  # 32 >= 19
-    torch.testing.assert_close(parallel_scan(v, a, dim, steps=3), sequential_scan(v, a, dim, False, window=8),
+    v, a = torch.randn(1, 2, 19, 21), torch.rand(1, 2, 19, 21)
+    exact = sequential_scan(v, a, dim, reverse)
+    torch.testing.assert_close(parallel_scan(v, a, dim, 5, reverse), exact, atol=1e-5, rtol=1e-5)  # 32 >= 21
+    torch.testing.assert_close(parallel_scan(v, a, dim, 3, reverse), sequential_scan(v, a, dim, reverse, window=8),
                                atol=1e-5, rtol=1e-5)
 
 

@@ -13,10 +13,9 @@ r"""A linear-time state-space surrogate of a Restormer transformer block: same i
 4); ``beta`` is a learned per-channel decay bias. The ``E`` scan channels are split into four groups, one per scan
 order: left to right, right to left (along rows), top to bottom, bottom to top (along columns), so every output
 pixel sees its whole row and column after one block and the whole image after two, and the scan costs one pass
-over ``E`` channels, not four. The two orders of one axis run as one forward scan over half the channels (the
-backward quarter reversed before and after), so a block runs two scans. The recurrence is selective (the decay
-``a_t`` depends on the input, as in Mamba) and normalised (``h`` is a convex combination of the ``z`` it has seen,
-so it stays bounded for any length).
+over ``E`` channels, not four. A backward order scans from the last place to the first directly (no reversed
+copy). The recurrence is selective (the decay ``a_t`` depends on the input, as in Mamba) and normalised (``h`` is a
+convex combination of the ``z`` it has seen, so it stays bounded for any length).
 
 **The scan as a log-depth parallel scan.** The linear recurrence :math:`h_t = a_t h_{t-1} + v_t` (``v = (1 - a)
 z``) is computed by ``K = scan_steps`` doubling steps (Hillis-Steele): for :math:`k = 0 .. K-1`, :math:`d = 2^k`,
@@ -25,21 +24,21 @@ z``) is computed by ``K = scan_steps`` doubling steps (Hillis-Steele): for :math
 
     v_t \leftarrow v_t + a_t\, v_{t-d}, \qquad a_t \leftarrow a_t\, a_{t-d}
 
-(out-of-range terms are 0). After step ``k``, :math:`v_t = \sum_{s = t - 2^{k+1} + 1}^{t}
+(out-of-range terms are 0: the scan pads ``2^K - 1`` zeros before the first place once, and each step drops the
+``d`` places it cannot fill). After step ``k``, :math:`v_t = \sum_{s = t - 2^{k+1} + 1}^{t}
 (\prod_{r=s+1}^{t} a_r)\, v_s`: the exact recurrence over a window of :math:`2^K` pixels along the scan order (the
 exact recurrence for rows and columns up to :math:`2^K` pixels; beyond it the contribution of a pixel :math:`2^K`
 away, already scaled by a product of :math:`2^K` decays below 1, is dropped). Cost: :math:`O(K\, E\, H W)`,
 linear in the pixel count for a fixed ``K``.
 
-Why this form: every step is a zero pad, a slice, a multiply and an add on the whole tensor, so the block exports
-to ONNX with standard operators (Pad, Slice, Mul, Add, Concat, Sigmoid, Conv; a reversal is a Slice of step -1) at
-any ``H`` and ``W`` and needs no custom kernel, and there is no sequential loop over pixels (a Python loop over
-``W`` would unroll into ``W`` nodes at one fixed size; a chunked scan needs a loop over a dynamic number of chunks,
-an ONNX ``Loop``). An LTI long convolution would need a kernel as long as the row (quadratic without an FFT). The
-projections are ``4 E C`` multiply-adds per pixel against about ``12 C^2`` for the transformer block at
-``ffn_expansion_factor`` 2.66 (``expand = 1``: a third); the scan adds about ``7 K`` element-wise operations per
-scan channel, memory-bound, which is what ``benchmarks/hybrid_latency.py --blocks`` weighs against the saved
-multiply-adds.
+Why this form: every step is two slices, a multiply and an add on the whole tensor, so the block exports to ONNX
+with standard operators (Pad, Slice, Mul, Add, Concat, Sigmoid, Conv) at any ``H`` and ``W`` and needs no custom
+kernel, and there is no sequential loop over pixels (a Python loop over ``W`` would unroll into ``W`` nodes at one
+fixed size; a chunked scan needs a loop over a dynamic number of chunks, an ONNX ``Loop``). An LTI long convolution
+would need a kernel as long as the row (quadratic without an FFT). The projections are ``4 E C`` multiply-adds per
+pixel against about ``12 C^2`` for the transformer block at ``ffn_expansion_factor`` 2.66 (``expand = 1``: a third);
+the scan adds about ``6 K`` element-wise operations per scan channel, memory-bound, which is what
+``benchmarks/hybrid_latency.py --blocks`` weighs against the saved multiply-adds.
 
 For INT8 the three convolutions are quantized; the sigmoid, the scan, the SiLU gate and the residual addition stay
 float. ``out_proj`` starts at zero, so an untrained surrogate is the identity.
@@ -59,39 +58,45 @@ DIRECTIONS = 4
 """Scan orders: left to right, right to left, top to bottom, bottom to top (one channel group each)."""
 
 
-def _shift(x: torch.Tensor, distance: int, dim: int) -> torch.Tensor:
-    """``x`` moved ``distance`` places along ``dim`` (2 = H, 3 = W): position ``t`` holds ``x[t - distance]``,
-    zeros where that falls outside."""
-    padded = F.pad(x, (distance, 0, 0, 0) if dim == 3 else (0, 0, distance, 0))
-    return padded[..., :-distance] if dim == 3 else padded[..., :-distance, :]
+def parallel_scan(v: torch.Tensor, a: torch.Tensor, dim: int, steps: int, reverse: bool = False) -> torch.Tensor:
+    """``h_t = a_t h_{t-1} + v_t`` along ``dim`` (2 = H, 3 = W; ``reverse``: from the last place to the first) by
+    ``steps`` doubling steps: exact within ``2^steps`` places (see the module docstring).
 
+    ``v`` and ``a`` are zero-padded once by ``2^steps - 1`` places before the first place of the order; step ``k``
+    (``d = 2^k``) then reads the tensors and their copies ``d`` places back as two slices and drops the ``d`` places
+    it cannot fill, so after the last step exactly the input's places remain. A zero ``v`` in the padding contributes
+    nothing, which is the "out-of-range terms are 0" of the recurrence."""
+    pad = [0, 0, 0, 0]
+    pad[(0 if dim == 3 else 2) + reverse] = 2**steps - 1
+    v, a = F.pad(v, pad), F.pad(a, pad)
 
-def parallel_scan(v: torch.Tensor, a: torch.Tensor, dim: int, steps: int) -> torch.Tensor:
-    """``h_t = a_t h_{t-1} + v_t`` along ``dim`` by ``steps`` doubling steps: exact within ``2^steps`` places (see
-    the module docstring)."""
+    def later(x: torch.Tensor, d: int) -> torch.Tensor:  # the places that have a predecessor d back
+        return x.narrow(dim, 0 if reverse else d, x.shape[dim] - d)
+
+    def earlier(x: torch.Tensor, d: int) -> torch.Tensor:  # those predecessors
+        return x.narrow(dim, d if reverse else 0, x.shape[dim] - d)
+
     for k in range(steps):
-        distance = 2**k
-        v = v + a * _shift(v, distance, dim)
+        d = 2**k
+        a_later = later(a, d)
+        v = later(v, d) + a_later * earlier(v, d)
         if k < steps - 1:
-            a = a * _shift(a, distance, dim)
+            a = a_later * earlier(a, d)
     return v
 
 
-def _flip_second_half(x: torch.Tensor, dim: int) -> torch.Tensor:
-    """The second half of ``x``'s channels reversed along ``dim``: its forward scan is a backward one."""
-    first, second = x.chunk(2, 1)
-    return torch.cat([first, second.flip(dim)], 1)
+SCAN_ORDERS = ((3, False), (3, True), (2, False), (2, True))
+"""``(dim, reverse)`` of the four channel quarters: rows left to right and right to left, columns top to bottom and
+bottom to top."""
 
 
 def four_way_scan(v: torch.Tensor, a: torch.Tensor, steps: int) -> torch.Tensor:
-    """:func:`parallel_scan` of the four channel quarters of ``v`` / ``a``: along rows left to right and right to
-    left, along columns top to bottom and bottom to top. The two orders of one axis run as one forward scan (the
-    backward quarter reversed before and after), so the scan is two passes of :func:`parallel_scan`, not four."""
-    out = []
-    for v_axis, a_axis, dim in zip(v.chunk(2, 1), a.chunk(2, 1), (3, 2)):
-        h = parallel_scan(_flip_second_half(v_axis, dim), _flip_second_half(a_axis, dim), dim, steps)
-        out.append(_flip_second_half(h, dim))
-    return torch.cat(out, 1)
+    """:func:`parallel_scan` of the four channel quarters of ``v`` / ``a``, each in its order of
+    :data:`SCAN_ORDERS`. A backward order pads after the last place instead of flipping the tensor, so no scan
+    copies its input to reverse it."""
+    return torch.cat([parallel_scan(vq, aq, dim, steps, reverse)
+                      for vq, aq, (dim, reverse) in zip(v.chunk(DIRECTIONS, 1), a.chunk(DIRECTIONS, 1), SCAN_ORDERS)],
+                     1)
 
 
 def scan_channels(dim: int, expand: float) -> int:

@@ -49,7 +49,7 @@ from qdr_plugin.utils.atomic_write import atomic_write_text
 from qdr_plugin.utils.checkpoint import load_networks, read_checkpoint, state_dict_of
 
 from .assemble import hybrid_state_dict, swapped
-from .distill import SurrogateDistiller
+from .distill import SurrogateDistiller, block_io
 from .latency import interleaved_latency, spearman
 from .options import hybrid_options
 from .report import plot_front
@@ -57,7 +57,8 @@ from .scoring import mean_psnr
 from .search import Candidate, SearchResult, beam_search, pareto_front
 
 SEARCH_COLUMNS = [('label', 'hybrid', ''), ('surrogates', 'replaced', ''), ('kept', 'transformer blocks', 'd'),
-                  ('psnr', 'val PSNR (dB)', '.3f'), ('objective', 'J', '.3f'), ('on_front', 'on the front', ''),
+                  ('cost', 'proxy cost', '.2f'), ('psnr', 'val PSNR (dB)', '.3f'), ('objective', 'J', '.3f'),
+                  ('on_front', 'on the front', ''),
                   ('best', 'best J', ''), ('latency_ms', 'ms (median)', '.2f'), ('latency_min_ms', 'min', '.2f'),
                   ('latency_max_ms', 'max', '.2f')]
 
@@ -177,12 +178,28 @@ def run_distill(opt: dict[str, Any], hybrid: Mapping[str, Mapping[str, Any]]) ->
 
 
 # ------------------------------------------------------------------------------------------------------ search
-def _units(teacher: Restormer, granularity: str) -> tuple[list[str], list[int]]:
+def block_weights(teacher: Restormer, proxy: str) -> dict[str, float]:
+    """Each transformer block's proxy weight ``w_b``: 1 (``blocks``), or its input's elements (channels x pixels,
+    from one forward pass on a 64 x 64 input) over their mean across the blocks (``feature_size``)."""
+    names = teacher.block_names()
+    if proxy == 'blocks':
+        return dict.fromkeys(names, 1.0)
+    with block_io(teacher, names) as captured, torch.no_grad():
+        teacher(torch.zeros(1, teacher.patch_embed.proj.in_channels, 64, 64))
+    sizes = {name: captured[name][0].numel() for name in names}
+    mean = sum(sizes.values()) / len(sizes)
+    return {name: size / mean for name, size in sizes.items()}
+
+
+def _units(teacher: Restormer, granularity: str, proxy: str) -> tuple[list[str], list[int], list[float]]:
+    """The swappable units, their transformer blocks and their proxy costs."""
+    weights = block_weights(teacher, proxy)
     if granularity == 'block':
         names = teacher.block_names()
-        return names, [1] * len(names)
+        return names, [1] * len(names), [weights[n] for n in names]
     stages = [s for s in STAGES if len(getattr(teacher, s))]
-    return stages, [len(getattr(teacher, s)) for s in stages]
+    costs = [sum(weights[f'{s}.{i}'] for i in range(len(getattr(teacher, s)))) for s in stages]
+    return stages, [len(getattr(teacher, s)) for s in stages], costs
 
 
 def _surrogate_modules(teacher: Restormer, checkpoint: Mapping[str, Any], surrogate_opt: Mapping[str, Any],
@@ -227,18 +244,19 @@ def run_search(opt: dict[str, Any], hybrid: Mapping[str, Mapping[str, Any]], sur
         print(f'  {len(units)} replaced {list(units)}: {psnr:.3f} dB', flush=True)
         return psnr
 
-    units, blocks = _units(teacher, settings['granularity'])
-    result = beam_search(units, blocks, evaluate, settings['lambda'], settings['beam'], settings['max_evals'])
+    units, blocks, costs = _units(teacher, settings['granularity'], settings['proxy'])
+    result = beam_search(units, blocks, evaluate, settings['lambda'], settings['beam'], settings['max_evals'], costs)
     rows = _front_rows(opt, teacher, result, surrogate_opt, checkpoint, folder)
-    info = run_info(command_line(), threads=torch.get_num_threads(), lam=settings['lambda'],
+    info = run_info(command_line(), threads=torch.get_num_threads(), lam=settings['lambda'], proxy=settings['proxy'],
                     granularity=settings['granularity'], beam=settings['beam'], evaluated=len(result.evaluated),
-                    units=units, best=result.best.units,
-                    candidates=[{'surrogates': list(c.units), 'psnr': c.psnr, 'kept': c.kept}
+                    units=units, unit_costs=costs, best=result.best.units,
+                    candidates=[{'surrogates': list(c.units), 'psnr': c.psnr, 'kept': c.kept, 'cost': c.cost}
                                 for c in result.evaluated])
     extra = ''
     if latency:
         extra = _measure_front(opt, hybrid['latency'], rows, folder)
-        info['spearman_kept_vs_latency'] = rows[0]['spearman']
+        info['spearman_kept_vs_latency'] = rows[0]['spearman_kept']
+        info['spearman_proxy_vs_latency'] = rows[0]['spearman_proxy']
         info['latency_front'] = _latency_front(rows)
     if 'train' in opt:
         for row in rows:
@@ -255,7 +273,7 @@ def run_search(opt: dict[str, Any], hybrid: Mapping[str, Mapping[str, Any]], sur
 def _latency_front(rows: list[dict[str, Any]]) -> list[str]:
     """Labels of the rows on the Pareto front of PSNR against measured latency, fastest first."""
     by_units = {tuple(r['surrogates_list']): r for r in rows}
-    front = pareto_front([Candidate(u, r['psnr'], r['kept']) for u, r in by_units.items()],
+    front = pareto_front([Candidate(u, r['psnr'], r['kept'], r['cost']) for u, r in by_units.items()],
                          cost=lambda c: by_units[c.units]['latency_ms'])
     return [by_units[c.units]['label'] for c in front]
 
@@ -275,7 +293,7 @@ def _front_rows(opt: dict[str, Any], teacher: Restormer, result: SearchResult, s
         path = folder / f'hybrid_{k}.pth'
         atomic_torch_save({'params': hybrid_state_dict(teacher_state, surrogate_state, blocks)}, path)
         rows.append({'label': f'hybrid_{k}', 'surrogates': ' '.join(cand.units) or '-',
-                     'surrogates_list': list(cand.units), 'kept': cand.kept, 'psnr': cand.psnr,
+                     'surrogates_list': list(cand.units), 'kept': cand.kept, 'cost': cand.cost, 'psnr': cand.psnr,
                      'objective': cand.objective(result.lam), 'best': cand == result.best,
                      'on_front': cand in result.front, 'checkpoint': str(path),
                      'network_g': hybrid_network_opt(opt['network_g'], cand.units, surrogate_opt),
@@ -313,11 +331,13 @@ def _measure_front(opt: dict[str, Any], settings: Mapping[str, Any], rows: list[
     for row in rows:
         m = measured[row['label']]
         row['latency_ms'], row['latency_min_ms'], row['latency_max_ms'] = m['median_ms'], m['min_ms'], m['max_ms']
-    rho = spearman([r['kept'] for r in rows], [r['latency_ms'] for r in rows])
+    medians = [r['latency_ms'] for r in rows]
+    rho_kept, rho_proxy = (spearman([r[key] for r in rows], medians) for key in ('kept', 'cost'))
     for row in rows:
-        row['spearman'] = rho
-    return (f"Spearman rank correlation of transformer blocks kept with measured latency ({settings['size']} x "
-            f"{settings['size']}, {settings['rounds']} interleaved rounds, {settings['threads']} thread(s)): {rho:.3f}")
+        row['spearman_kept'], row['spearman_proxy'] = rho_kept, rho_proxy
+    return (f"Spearman rank correlation with measured latency ({settings['size']} x {settings['size']}, "
+            f"{settings['rounds']} interleaved rounds, {settings['threads']} thread(s)): transformer blocks kept "
+            f"{rho_kept:.3f}, proxy cost {rho_proxy:.3f}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -3,7 +3,7 @@
     hybrid:
       surrogate: {ssm_expand: 1.0, scan_steps: 8}
       distill: {total_iter: 2000, lr: 1.0e-3, distance: mse, normalize: true, print_freq: 100}
-      search: {lambda: 0.02, granularity: stage, beam: 2, max_evals: ~, val_images: 8}
+      search: {lambda: 0.02, proxy: blocks, granularity: stage, beam: 2, max_evals: ~, val_images: 8}
       latency: {size: 256, rounds: 20, threads: 1}
 
 Every key has a default; an unknown key, a value of the wrong type or out of range is an
@@ -21,7 +21,8 @@ from qdr_plugin.option_rules import check_keys, need_bool, need_choice, need_dic
 DEFAULTS: dict[str, dict[str, Any]] = {
     'surrogate': {'ssm_expand': 1.0, 'scan_steps': 8},
     'distill': {'total_iter': 2000, 'lr': 1e-3, 'distance': 'mse', 'normalize': True, 'print_freq': 100},
-    'search': {'lambda': 0.02, 'granularity': 'stage', 'beam': 2, 'max_evals': None, 'val_images': 8},
+    'search': {'lambda': 0.02, 'proxy': 'blocks', 'granularity': 'stage', 'beam': 2, 'max_evals': None,
+               'val_images': 8},
     'latency': {'size': 256, 'rounds': 20, 'threads': 1},
 }
 """Each sub-block's keys and their defaults."""
@@ -43,6 +44,7 @@ def hybrid_options(opt: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     need_bool(d, 'hybrid.distill', 'normalize')
     need_int(d, 'hybrid.distill', 'print_freq', 1, example='100')
     need_number(q, 'hybrid.search', 'lambda', example='0.02')
+    need_choice(q, 'hybrid.search', 'proxy', ('blocks', 'feature_size'))
     need_choice(q, 'hybrid.search', 'granularity', ('stage', 'block'))
     need_int(q, 'hybrid.search', 'beam', 1, example='2')
     need_int(q, 'hybrid.search', 'max_evals', 1, example='40')

@@ -1,5 +1,5 @@
-"""The search's figure: every scored hybrid and the front, PSNR against transformer blocks kept (the proxy) or
-against measured latency (matplotlib's Agg canvas, no display)."""
+"""The search's figure: every scored hybrid and the front, PSNR against the proxy cost of the transformer blocks
+kept or against measured latency (matplotlib's Agg canvas, no display)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from .search import Candidate
 
 def plot_front(rows: Sequence[Mapping[str, Any]], evaluated: Sequence[Candidate], path: str | Path,
                measured: bool = False) -> Path:
-    """Grey dots: every scored candidate (blocks kept); line: the ``rows`` on the front (``on_front``); crosses: the
+    """Grey dots: every scored candidate (proxy cost); line: the ``rows`` on the front (``on_front``); crosses: the
     other rows (the teacher, the best). With ``measured``, every row against its median latency (error bars:
     min-max) instead. Every row is labelled."""
     fig = Figure(figsize=(6, 4.5), layout='constrained')
@@ -30,17 +30,17 @@ def plot_front(rows: Sequence[Mapping[str, Any]], evaluated: Sequence[Candidate]
         ax.errorbar(xs, [r['psnr'] for r in rows], xerr=[lows, highs], fmt='o', capsize=3)
         ax.set_xlabel('FP32 ONNX Runtime latency, median (ms)')
     else:
-        ax.scatter([c.kept for c in evaluated], [c.psnr for c in evaluated], s=12, c='0.7', label='scored')
-        front = sorted((r for r in rows if r['on_front']), key=lambda r: r['kept'])
-        ax.plot([r['kept'] for r in front], [r['psnr'] for r in front], 'o-', label='front')
+        ax.scatter([c.cost for c in evaluated], [c.psnr for c in evaluated], s=12, c='0.7', label='scored')
+        front = sorted((r for r in rows if r['on_front']), key=lambda r: r['cost'])
+        ax.plot([r['cost'] for r in front], [r['psnr'] for r in front], 'o-', label='front')
         others = [r for r in rows if not r['on_front']]
         if others:
-            ax.scatter([r['kept'] for r in others], [r['psnr'] for r in others], marker='x', c='C3',
+            ax.scatter([r['cost'] for r in others], [r['psnr'] for r in others], marker='x', c='C3',
                        label='teacher / best, off the front')
-        ax.set_xlabel('transformer blocks kept')
+        ax.set_xlabel('proxy cost of the transformer blocks kept')
         ax.legend()
     for row in rows:
-        x = row['latency_ms'] if measured else row['kept']
+        x = row['latency_ms'] if measured else row['cost']
         ax.annotate(row['label'], (x, row['psnr']), textcoords='offset points', xytext=(5, 4), fontsize=8)
     ax.set_ylabel('validation PSNR (dB)')
     ax.ticklabel_format(axis='y', useOffset=False)

@@ -1,20 +1,24 @@
 r"""The network search: which units (blocks or stages) of a network to replace by their surrogates.
 
-A candidate :math:`S` is a set of replaced units; with :math:`T(S)` the transformer blocks it keeps and
-:math:`\mathrm{PSNR}(S)` the validation PSNR of the assembled hybrid (no retraining), the search maximises
+A candidate :math:`S` is a set of replaced units; with :math:`T(S)` the latency proxy of the transformer blocks it
+keeps and :math:`\mathrm{PSNR}(S)` the validation PSNR of the assembled hybrid (no retraining), the search maximises
 
 .. math::
 
-    J(S) = \mathrm{PSNR}(S) - \lambda\, T(S)
+    J(S) = \mathrm{PSNR}(S) - \lambda\, T(S), \qquad T(S) = \sum_{b \text{ kept}} w_b
 
-(``lambda`` in dB per transformer block kept: the latency proxy, no profiling in the loop). Beam search over the
-number of replaced units: from the teacher (:math:`S = \emptyset`), each level extends every kept candidate by one
-more unit, scores the new candidates (each set scored once: a cache by set), keeps the ``beam`` best by :math:`J`,
-and stops when every unit is replaced or ``max_evals`` candidates are scored. ``beam = 1`` is the greedy search
-(:math:`u(u+1)/2 + 1` scores for ``u`` units); ``beam = b`` costs at most about ``b`` times that.
+(``lambda`` in dB per unit of proxy; no profiling in the loop). With ``w_b = 1`` the proxy counts the transformer
+blocks kept; with feature-size weights (``w_b`` the block's input elements over their mean across the blocks, so
+the weights still sum to the block count) a full-resolution block counts more than one at 1/8 resolution.
+
+Beam search over the number of replaced units: from the teacher (:math:`S = \emptyset`), each level extends every
+kept candidate by one more unit, scores the new candidates (each set scored once: a cache by set), keeps the
+``beam`` best by :math:`J`, and stops when every unit is replaced or ``max_evals`` candidates are scored. ``beam =
+1`` is the greedy search (:math:`u(u+1)/2 + 1` scores for ``u`` units); ``beam = b`` costs at most about ``b`` times
+that.
 
 Every scored candidate is kept, and the result has their Pareto front: the candidates that no other beats in both
-PSNR (higher) and transformer blocks kept (fewer), or in PSNR and measured latency once that is known
+PSNR (higher) and proxy cost (lower), or in PSNR and measured latency once that is known
 (:func:`pareto_front` with another cost).
 
 Plain Python: ``evaluate`` is any function from a tuple of unit names to a PSNR.
@@ -29,21 +33,26 @@ from dataclasses import dataclass, field
 @dataclass(frozen=True)
 class Candidate:
     """One scored hybrid: the replaced ``units`` (in unit order), its validation ``psnr``, the transformer blocks
-    it ``kept``."""
+    it ``kept`` and their proxy ``cost`` :math:`T(S)` (the block count when not given)."""
 
     units: tuple[str, ...]
     psnr: float
     kept: int
+    cost: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.cost is None:
+            object.__setattr__(self, 'cost', float(self.kept))
 
     def objective(self, lam: float) -> float:
-        """``J = psnr - lam * kept``."""
-        return self.psnr - lam * self.kept
+        """``J = psnr - lam * cost``."""
+        return self.psnr - lam * self.cost
 
 
 @dataclass
 class SearchResult:
     """What :func:`beam_search` found: the ``best`` candidate by ``J`` at ``lam``, every candidate scored in the
-    order scored, and their Pareto front (PSNR against transformer blocks kept, fewest blocks first)."""
+    order scored, and their Pareto front (PSNR against the proxy cost, cheapest first)."""
 
     best: Candidate
     evaluated: list[Candidate]
@@ -52,9 +61,9 @@ class SearchResult:
     units: list[str] = field(default_factory=list)
 
 
-def pareto_front(candidates: Sequence[Candidate], cost: Callable[[Candidate], float] = lambda c: c.kept
+def pareto_front(candidates: Sequence[Candidate], cost: Callable[[Candidate], float] = lambda c: c.cost
                  ) -> list[Candidate]:
-    """The candidates no other beats in both PSNR (higher) and ``cost`` (lower; default: transformer blocks kept),
+    """The candidates no other beats in both PSNR (higher) and ``cost`` (lower; default: the proxy cost),
     cheapest first."""
     front: list[Candidate] = []
     for cand in sorted(candidates, key=lambda c: (cost(c), -c.psnr)):
@@ -64,28 +73,31 @@ def pareto_front(candidates: Sequence[Candidate], cost: Callable[[Candidate], fl
 
 
 def beam_search(units: Sequence[str], blocks: Sequence[int], evaluate: Callable[[tuple[str, ...]], float],
-                lam: float, beam: int = 2, max_evals: int | None = None) -> SearchResult:
+                lam: float, beam: int = 2, max_evals: int | None = None, costs: Sequence[float] | None = None
+                ) -> SearchResult:
     """Beam search of the module docstring.
 
     Args:
         units: the names of the swappable units, in network order. blocks: the transformer blocks in each unit.
         evaluate: the validation PSNR of the hybrid replacing the given units.
-        lam: dB per transformer block kept. beam: candidates kept per level (1: greedy).
+        lam: dB per unit of proxy cost. beam: candidates kept per level (1: greedy).
         max_evals: stop after this many scores (``None``: until every unit is replaced).
+        costs: each unit's proxy cost (the sum of its blocks' ``w_b``; ``None``: its block count).
     """
-    if len(units) != len(blocks) or len(set(units)) != len(units):
-        raise ValueError('units must be distinct names, one block count each.')
+    costs = list(blocks) if costs is None else list(costs)
+    if len(units) != len(blocks) or len(units) != len(costs) or len(set(units)) != len(units):
+        raise ValueError('units must be distinct names, one block count and one cost each.')
     if beam < 1:
         raise ValueError(f'beam must be >= 1, got {beam}.')
     order = {u: i for i, u in enumerate(units)}
-    total = sum(blocks)
-    size = dict(zip(units, blocks))
+    size, unit_cost = dict(zip(units, blocks)), dict(zip(units, costs))
     scored: dict[tuple[str, ...], Candidate] = {}
 
     def score(chosen: tuple[str, ...]) -> Candidate:
         if chosen not in scored:
-            kept = total - sum(size[u] for u in chosen)
-            scored[chosen] = Candidate(chosen, float(evaluate(chosen)), kept)
+            kept = sum(blocks) - sum(size[u] for u in chosen)
+            cost = sum(costs) - sum(unit_cost[u] for u in chosen)
+            scored[chosen] = Candidate(chosen, float(evaluate(chosen)), kept, cost)
         return scored[chosen]
 
     def budget_left() -> bool:
