@@ -38,7 +38,7 @@ from qdr_plugin.hybrid import interleaved_latency, spearman
 RESULTS_DIR = Path(__file__).resolve().parent / 'results'
 COLUMNS = [('model', 'model', ''), ('size', 'S', 'd'), ('median_ms', 'median (ms)', '.2f'), ('min_ms', 'min', '.2f'),
            ('max_ms', 'max', '.2f'), ('speedup', 'speed-up', '.2f'), ('kept', 'transformer blocks', ''),
-           ('psnr', 'val PSNR (dB)', '.3f')]
+           ('cost', 'feature-size proxy', '.2f'), ('psnr', 'val PSNR (dB)', '.3f')]
 
 
 def _measure(nets: dict[str, tuple[torch.nn.Module, int]], sizes: list[int], args: argparse.Namespace
@@ -105,6 +105,7 @@ def _networks(args: argparse.Namespace) -> tuple[str, list[dict], str]:
 def _untrained(args: argparse.Namespace) -> tuple[str, list[dict], str]:
     from qdr_plugin.archs.restormer_arch import STAGES
     from qdr_plugin.archs.ssm_hybrid_arch import RestormerHybrid
+    from qdr_plugin.hybrid.cli import block_weights
     from qdr_plugin.hybrid.options import hybrid_options
 
     opt = yaml.safe_load(Path(args.options).read_text())  # the network and surrogate settings only: no weights read
@@ -112,18 +113,27 @@ def _untrained(args: argparse.Namespace) -> tuple[str, list[dict], str]:
     surrogate = dict(hybrid_options(opt)['surrogate'])
     surrogate['ssm_expand'] = surrogate['ssm_expand'] if args.expand is None else args.expand
     surrogate['scan_steps'] = surrogate['scan_steps'] if args.scan_steps is None else args.scan_steps
-    nets = {}
+    nets, proxy = {}, {}
     for entry in args.replace:
         chosen = [] if entry == 'none' else list(STAGES) if entry == 'all' else entry.split(',')
         net = RestormerHybrid(**network, surrogates=chosen, **surrogate)
         nets[entry] = (net, network.get('inp_channels', 3))
+        weights = block_weights(RestormerHybrid(**network), 'feature_size')
+        kept = [name for name in weights if name not in net.surrogates]
+        proxy[entry] = {'kept': len(kept), 'cost': sum(weights[name] for name in kept)}
     rows = _measure(nets, args.sizes, args)
     _speedups(rows, lambda model: 'none')
+    lines = [f"surrogates: ssm_expand {surrogate['ssm_expand']}, scan_steps {surrogate['scan_steps']}; untrained "
+             'networks (latency only)']
     for row in rows:
-        row['kept'] = sum(isinstance(m, TransformerBlock) for m in nets[row['model']][0].modules())
-    note = (f"surrogates: ssm_expand {surrogate['ssm_expand']}, scan_steps {surrogate['scan_steps']}; untrained "
-            'networks (latency only)')
-    return 'hybrid_latency_untrained', rows, note
+        row.update(proxy[row['model']])
+    for size in args.sizes:
+        at = [r for r in rows if r['size'] == size]
+        medians = [r['median_ms'] for r in at]
+        lines.append(f'Spearman rank correlation with the median latency at {size}: transformer blocks kept '
+                     f"{spearman([r['kept'] for r in at], medians):.3f}, feature-size proxy "
+                     f"{spearman([r['cost'] for r in at], medians):.3f}")
+    return 'hybrid_latency_untrained', rows, '\n'.join(lines)
 
 
 def main() -> None:
