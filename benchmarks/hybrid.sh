@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Restormer -> SSM hybrid -> INT8, per task (docs/hybrid.md): the Restormer teacher (FP32 stage, then QDR), the
-# surrogate distillation, the search (scored on the options' val set, never the test set), then every hybrid of the
-# search's table fine-tuned end to end and quantized with QDR, beside the teacher under the same fine-tuning.
+# surrogate distillation, the search (scored on the options' val set, never the test set), then the hybrids the search
+# chose to fine-tune (hybrid.search.finetune) fine-tuned end to end and quantized with QDR, beside the teacher under the
+# same fine-tuning.
 #   bash benchmarks/hybrid.sh [gray_sigma25] [derain]      (default: both)
 # Resumable step by step: a step whose output exists is skipped, a training resumes from its last state
 # (--auto_resume). Long: on 2 CPU cores the teacher alone takes hours. The search runs without --latency (timing needs

@@ -19,6 +19,7 @@ from qdr_plugin.archs.ssm_hybrid_arch import RestormerHybrid, expand_surrogates
 from qdr_plugin.deploy.onnx_export import export_onnx
 from qdr_plugin.hybrid import (
     Candidate,
+    SearchResult,
     SurrogateDistiller,
     beam_search,
     block_io,
@@ -126,6 +127,17 @@ def test_a_weighted_proxy_steers_the_search_to_the_costly_unit():
     assert [c.units for c in weighted.front] == [('a', 'b'), ('a',), ()]
 
 
+def test_finetune_choice_spreads_over_the_proxy_cost_and_adds_the_best():
+    from qdr_plugin.hybrid.cli import finetune_choice
+
+    evaluated = [Candidate((), 30.0, 4), Candidate(('a',), 29.9, 3), Candidate(('a', 'b'), 29.5, 2),
+                 Candidate(('a', 'b', 'c'), 29.0, 1), Candidate(('a', 'b', 'c', 'd'), 28.0, 0)]
+    result = SearchResult(evaluated[1], evaluated, pareto_front(evaluated), lam=0.2)
+    assert finetune_choice(result, 2) == {('a', 'b', 'c', 'd'), ('a', 'b'), ('a',)}  # costs 0 and 2, and the best
+    assert finetune_choice(result, 9) == {c.units for c in evaluated[1:]}  # the whole front but the teacher
+    assert finetune_choice(result, 0) == {('a',)}
+
+
 def test_feature_size_weights_sum_to_the_block_count_and_favour_full_resolution():
     from qdr_plugin.hybrid.cli import block_weights
 
@@ -219,13 +231,19 @@ def test_basicsr_hybrid_distill_then_search_writes_a_hybrid_that_loads(workdir, 
     net = build_network(dict(best['network_g']))
     net.load_state_dict(torch.load(best['checkpoint'], weights_only=True)['params'], strict=True)
     assert 'best at lambda 0.01' in capsys.readouterr().out
-    finetune = yaml.safe_load((workdir / best['finetune_options']).read_text())  # checked as basicsr train does
-    assert finetune['network_g'] == best['network_g'] and finetune['train'] == TINY_OPTIONS['train']
+    tuned = [r for r in result['rows'] if r['finetune']]  # the cheapest front point (all 8 stages), up to 2 more, best
+    assert min(r['cost'] for r in tuned) == 0 and len(tuned) <= 4 and all(r['on_front'] or r['best'] for r in tuned)
+    assert not any(r['kept'] == 9 for r in tuned)
+    assert all(('finetune_options' in r) == r['finetune'] for r in result['rows'])
+    fastest = next(r for r in tuned if r['cost'] == 0)
+    finetune = yaml.safe_load((workdir / fastest['finetune_options']).read_text())  # checked as basicsr train does
+    assert finetune['network_g'] == fastest['network_g'] and finetune['train'] == TINY_OPTIONS['train']
     assert 'hybrid' not in finetune
-    assert finetune['path']['pretrain_network_g'] == best['checkpoint'] and finetune['model_type'] == 'QDRModel'
-    main(['train', '-opt', best['finetune_options']])  # fine-tune (1 FP32 iteration) and QDR (2 QAT iterations)
+    assert finetune['path']['pretrain_network_g'] == fastest['checkpoint'] and finetune['model_type'] == 'QDRModel'
+    main(['train', '-opt', fastest['finetune_options']])  # fine-tune (1 FP32 iteration) and QDR (2 QAT iterations)
     models = workdir / 'experiments' / finetune['name'] / 'models'
-    main(['export', '-opt', best['finetune_options'], '--ckpt', str(models / 'net_g_latest.pth'), '--out', 'h.onnx'])
+    main(['export', '-opt', fastest['finetune_options'], '--ckpt', str(models / 'net_g_latest.pth'),
+          '--out', 'h.onnx'])
     assert (workdir / 'h.onnx').stat().st_size > 0
 
 

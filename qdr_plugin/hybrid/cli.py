@@ -58,8 +58,8 @@ from .search import Candidate, SearchResult, beam_search, pareto_front
 
 SEARCH_COLUMNS = [('label', 'hybrid', ''), ('surrogates', 'replaced', ''), ('kept', 'transformer blocks', 'd'),
                   ('cost', 'proxy cost', '.2f'), ('psnr', 'val PSNR (dB)', '.3f'), ('objective', 'J', '.3f'),
-                  ('on_front', 'on the front', ''),
-                  ('best', 'best J', ''), ('latency_ms', 'ms (median)', '.2f'), ('latency_min_ms', 'min', '.2f'),
+                  ('on_front', 'on the front', ''), ('best', 'best J', ''), ('finetune', 'fine-tune options', ''),
+                  ('latency_ms', 'ms (median)', '.2f'), ('latency_min_ms', 'min', '.2f'),
                   ('latency_max_ms', 'max', '.2f')]
 
 
@@ -247,6 +247,9 @@ def run_search(opt: dict[str, Any], hybrid: Mapping[str, Mapping[str, Any]], sur
     units, blocks, costs = _units(teacher, settings['granularity'], settings['proxy'])
     result = beam_search(units, blocks, evaluate, settings['lambda'], settings['beam'], settings['max_evals'], costs)
     rows = _front_rows(opt, teacher, result, surrogate_opt, checkpoint, folder)
+    chosen = finetune_choice(result, settings['finetune'])
+    for row in rows:
+        row['finetune'] = tuple(row['surrogates_list']) in chosen
     info = run_info(command_line(), threads=torch.get_num_threads(), lam=settings['lambda'], proxy=settings['proxy'],
                     granularity=settings['granularity'], beam=settings['beam'], evaluated=len(result.evaluated),
                     units=units, unit_costs=costs, best=result.best.units,
@@ -260,7 +263,8 @@ def run_search(opt: dict[str, Any], hybrid: Mapping[str, Mapping[str, Any]], sur
         info['latency_front'] = _latency_front(rows)
     if 'train' in opt:
         for row in rows:
-            row['finetune_options'] = str(_write_finetune_options(opt, row, folder))
+            if row['finetune']:
+                row['finetune_options'] = str(_write_finetune_options(opt, row, folder))
     paths = write_results(folder, 'search', rows, info, markdown_table(rows, SEARCH_COLUMNS), extra)
     plot_front(rows, result.evaluated, folder / 'search.png', measured=latency)
     best = next(r for r in rows if r['best'])
@@ -268,6 +272,21 @@ def run_search(opt: dict[str, Any], hybrid: Mapping[str, Mapping[str, Any]], sur
     print(f"best at lambda {settings['lambda']}: {best['label']} -> {best['checkpoint']}; network_g: "
           f"{json.dumps(best['network_g'])}")
     return paths['json']
+
+
+def finetune_choice(result: SearchResult, count: int) -> set[tuple[str, ...]]:
+    """The replaced units of the hybrids to fine-tune: the best at lambda and the ``count`` front points (fewer
+    when the front is shorter) nearest the proxy costs ``T i / count``, ``i = 0 .. count - 1`` (``T`` the
+    teacher's cost): the cheapest front point always, the others spread over the cost range; never the teacher."""
+    front = [c for c in result.front if c.units]
+    teacher_cost = max(c.cost for c in result.evaluated)
+    chosen: list[Candidate] = []
+    for i in range(count):
+        left = [c for c in front if c not in chosen]
+        if not left:
+            break
+        chosen.append(min(left, key=lambda c: abs(c.cost - teacher_cost * i / count)))
+    return {c.units for c in chosen} | ({result.best.units} if result.best.units else set())
 
 
 def _latency_front(rows: list[dict[str, Any]]) -> list[str]:

@@ -3,7 +3,7 @@
     hybrid:
       surrogate: {ssm_expand: 1.0, scan_steps: 8}
       distill: {total_iter: 2000, lr: 1.0e-3, distance: mse, normalize: true, print_freq: 100}
-      search: {lambda: 0.02, proxy: blocks, granularity: stage, beam: 2, max_evals: ~, val_images: 8}
+      search: {lambda: 0.02, proxy: blocks, granularity: stage, beam: 2, max_evals: ~, val_images: 8, finetune: 3}
       latency: {size: 256, rounds: 20, threads: 1}
 
 Every key has a default; an unknown key, a value of the wrong type or out of range is an
@@ -22,7 +22,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     'surrogate': {'ssm_expand': 1.0, 'scan_steps': 8},
     'distill': {'total_iter': 2000, 'lr': 1e-3, 'distance': 'mse', 'normalize': True, 'print_freq': 100},
     'search': {'lambda': 0.02, 'proxy': 'blocks', 'granularity': 'stage', 'beam': 2, 'max_evals': None,
-               'val_images': 8},
+               'val_images': 8, 'finetune': 3},
     'latency': {'size': 256, 'rounds': 20, 'threads': 1},
 }
 """Each sub-block's keys and their defaults."""
@@ -49,6 +49,7 @@ def hybrid_options(opt: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     need_int(q, 'hybrid.search', 'beam', 1, example='2')
     need_int(q, 'hybrid.search', 'max_evals', 1, example='40')
     need_int(q, 'hybrid.search', 'val_images', 1, example='8')
+    need_int(q, 'hybrid.search', 'finetune', 0, example='3')
     need_int(t, 'hybrid.latency', 'size', 8, example='256')
     need_int(t, 'hybrid.latency', 'rounds', 1, example='20')
     need_int(t, 'hybrid.latency', 'threads', 1, example='1')
