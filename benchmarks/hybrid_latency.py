@@ -34,6 +34,7 @@ from qdr_plugin.archs.ssm_arch import SSMBlock
 from qdr_plugin.bench.report import command_line, markdown_table, run_info, write_results
 from qdr_plugin.deploy.onnx_export import export_onnx
 from qdr_plugin.hybrid import interleaved_latency, spearman
+from qdr_plugin.option_rules import OptionsError
 
 RESULTS_DIR = Path(__file__).resolve().parent / 'results'
 COLUMNS = [('model', 'model', ''), ('size', 'S', 'd'), ('median_ms', 'median (ms)', '.2f'), ('min_ms', 'min', '.2f'),
@@ -113,12 +114,12 @@ def _untrained(args: argparse.Namespace) -> tuple[str, list[dict], str]:
     surrogate = dict(hybrid_options(opt)['surrogate'])
     surrogate['ssm_expand'] = surrogate['ssm_expand'] if args.expand is None else args.expand
     surrogate['scan_steps'] = surrogate['scan_steps'] if args.scan_steps is None else args.scan_steps
+    weights = block_weights(RestormerHybrid(**network), 'feature_size')
     nets, proxy = {}, {}
     for entry in args.replace:
         chosen = [] if entry == 'none' else list(STAGES) if entry == 'all' else entry.split(',')
         net = RestormerHybrid(**network, surrogates=chosen, **surrogate)
         nets[entry] = (net, network.get('inp_channels', 3))
-        weights = block_weights(RestormerHybrid(**network), 'feature_size')
         kept = [name for name in weights if name not in net.surrogates]
         proxy[entry] = {'kept': len(kept), 'cost': sum(weights[name] for name in kept)}
     rows = _measure(nets, args.sizes, args)
@@ -154,7 +155,10 @@ def main() -> None:
     parser.add_argument('--threads', type=int, default=1, help='ONNX Runtime intra-op threads')
     parser.add_argument('--out', default=str(RESULTS_DIR))
     args = parser.parse_args()
-    stem, rows, extra = _blocks(args) if args.blocks else _networks(args) if args.search else _untrained(args)
+    try:
+        stem, rows, extra = _blocks(args) if args.blocks else _networks(args) if args.search else _untrained(args)
+    except OptionsError as error:  # a --replace name or a surrogate setting the arch refuses
+        parser.error(str(error))
     table = markdown_table(rows, COLUMNS)
     info = run_info(command_line(), args.threads, sizes=args.sizes, rounds=args.rounds)
     paths = write_results(args.out, stem, rows, info, table, extra)

@@ -91,12 +91,13 @@ def beam_search(units: Sequence[str], blocks: Sequence[int], evaluate: Callable[
         raise ValueError(f'beam must be >= 1, got {beam}.')
     order = {u: i for i, u in enumerate(units)}
     size, unit_cost = dict(zip(units, blocks)), dict(zip(units, costs))
+    all_blocks, all_cost = sum(blocks), sum(costs)
     scored: dict[tuple[str, ...], Candidate] = {}
 
     def score(chosen: tuple[str, ...]) -> Candidate:
         if chosen not in scored:
-            kept = sum(blocks) - sum(size[u] for u in chosen)
-            cost = sum(costs) - sum(unit_cost[u] for u in chosen)
+            kept = all_blocks - sum(size[u] for u in chosen)
+            cost = all_cost - sum(unit_cost[u] for u in chosen)
             scored[chosen] = Candidate(chosen, float(evaluate(chosen)), kept, cost)
         return scored[chosen]
 
