@@ -14,7 +14,8 @@ the hybrids that replace each ``--replace`` set (comma-separated stage or block 
 the teacher) with surrogates of the file's ``hybrid.surrogate`` settings (or ``--expand`` / ``--scan-steps``),
 untrained: latency does not depend on the weights. Each size is one interleaved comparison
 (:func:`qdr_plugin.hybrid.interleaved_latency`: every round runs each file once, in an order rotated from round to
-round). Prints a table and writes ``benchmarks/results/hybrid_latency_{blocks,networks,untrained}.{json,csv,md}``. Run
+round). Prints a table and writes ``benchmarks/results/hybrid_latency_{blocks,networks,untrained}.{json,csv,md}``
+(``--search``: also ``hybrid_latency_networks_<S>.png``, the search's PSNR against the median latency). Run
 it on an idle machine: a busy one moves the numbers.
 """
 
@@ -81,6 +82,8 @@ def _blocks(args: argparse.Namespace) -> tuple[str, list[dict], str]:
 def _networks(args: argparse.Namespace) -> tuple[str, list[dict], str]:
     from basicsr.archs import build_network  # after qdr_plugin's torchvision alias
 
+    from qdr_plugin.hybrid.report import plot_front
+
     search = json.loads(Path(args.search).read_text())
     nets, info = {}, {}
     for row in search['rows']:
@@ -93,13 +96,18 @@ def _networks(args: argparse.Namespace) -> tuple[str, list[dict], str]:
     rows = _measure(nets, args.sizes, args)
     _speedups(rows, lambda model: teacher)
     for row in rows:
-        row['kept'], row['psnr'] = info[row['model']]['kept'], info[row['model']]['psnr']
+        row['kept'], row['cost'], row['psnr'] = (info[row['model']][k] for k in ('kept', 'cost', 'psnr'))
     lines = []
     for size in args.sizes:
         at = [r for r in rows if r['size'] == size]
-        rho = spearman([r['kept'] for r in at], [r['median_ms'] for r in at])
-        lines.append(f'Spearman rank correlation of transformer blocks kept with the median latency at {size}: '
-                     f'{rho:.3f}')
+        medians = [r['median_ms'] for r in at]
+        lines.append(f'Spearman rank correlation with the median latency at {size}: transformer blocks kept '
+                     f"{spearman([r['kept'] for r in at], medians):.3f}, {search['proxy']} proxy "
+                     f"{spearman([r['cost'] for r in at], medians):.3f}")
+        plotted = [{**info[r['model']], 'latency_ms': r['median_ms'], 'latency_min_ms': r['min_ms'],
+                    'latency_max_ms': r['max_ms']} for r in at]
+        figure = plot_front(plotted, [], Path(args.out) / f'hybrid_latency_networks_{size}.png', measured=True)
+        lines.append(f'figure: {figure}')
     return 'hybrid_latency_networks', rows, '\n'.join(lines)
 
 

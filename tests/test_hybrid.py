@@ -4,8 +4,11 @@ quantization and INT8 export, the ``basicsr hybrid`` command end to end, and its
 from __future__ import annotations
 
 import copy
+import importlib.util
 import json
 import math
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -210,7 +213,18 @@ def hybrid_options(workdir):
     return write
 
 
-def test_basicsr_hybrid_distill_then_search_writes_a_hybrid_that_loads(workdir, hybrid_options, capsys, one_thread):
+def _latency_script(monkeypatch: pytest.MonkeyPatch, argv: list[str]) -> None:
+    """Run ``benchmarks/hybrid_latency.py`` with ``argv``."""
+    path = Path(__file__).resolve().parents[1] / 'benchmarks' / 'hybrid_latency.py'
+    spec = importlib.util.spec_from_file_location('hybrid_latency_script', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(sys, 'argv', ['hybrid_latency.py', *argv])
+    module.main()
+
+
+def test_basicsr_hybrid_distill_then_search_writes_a_hybrid_that_loads(workdir, hybrid_options, capsys, one_thread,
+                                                                       monkeypatch):
     from qdr_plugin.cli import main
 
     path = hybrid_options()
@@ -231,6 +245,13 @@ def test_basicsr_hybrid_distill_then_search_writes_a_hybrid_that_loads(workdir, 
     net = build_network(dict(best['network_g']))
     net.load_state_dict(torch.load(best['checkpoint'], weights_only=True)['params'], strict=True)
     assert 'best at lambda 0.01' in capsys.readouterr().out
+    _latency_script(monkeypatch, ['--search', str(folder / 'search.json'), '--sizes', '16', '--rounds', '1',
+                                  '--out', str(workdir / 'latency')])
+    timed = json.loads((workdir / 'latency' / 'hybrid_latency_networks.json').read_text())
+    assert {r['model'] for r in timed['rows']} == {r['label'] for r in result['rows']}
+    assert all(r['cost'] == next(s['cost'] for s in result['rows'] if s['label'] == r['model']) for r in timed['rows'])
+    assert (workdir / 'latency' / 'hybrid_latency_networks_16.png').stat().st_size > 0
+    assert 'feature_size proxy' in capsys.readouterr().out
     tuned = [r for r in result['rows'] if r['finetune']]  # the cheapest front point (all 8 stages), up to 2 more, best
     assert min(r['cost'] for r in tuned) == 0 and len(tuned) <= 4 and all(r['on_front'] or r['best'] for r in tuned)
     assert not any(r['kept'] == 9 for r in tuned)
