@@ -71,10 +71,10 @@ def parallel_scan(v: torch.Tensor, a: torch.Tensor, dim: int, steps: int, revers
     v, a = F.pad(v, pad), F.pad(a, pad)
 
     def later(x: torch.Tensor, d: int) -> torch.Tensor:  # the places that have a predecessor d back
-        return x.narrow(dim, 0 if reverse else d, x.shape[dim] - d)
+        return _places(x, dim, None, -d) if reverse else _places(x, dim, d, None)
 
     def earlier(x: torch.Tensor, d: int) -> torch.Tensor:  # those predecessors
-        return x.narrow(dim, d if reverse else 0, x.shape[dim] - d)
+        return _places(x, dim, d, None) if reverse else _places(x, dim, None, -d)
 
     for k in range(steps):
         d = 2**k
@@ -83,6 +83,14 @@ def parallel_scan(v: torch.Tensor, a: torch.Tensor, dim: int, steps: int, revers
         if k < steps - 1:
             a = a_later * earlier(a, d)
     return v
+
+
+def _places(x: torch.Tensor, dim: int, start: int | None, stop: int | None) -> torch.Tensor:
+    """``x[..., start:stop]`` along ``dim``. The bounds are constants counted from either end, so the exported
+    ``Slice`` reads no ``Shape`` of its input: the graph has no shape arithmetic at dynamic ``H`` and ``W``."""
+    index = [slice(None)] * x.dim()
+    index[dim] = slice(start, stop)
+    return x[tuple(index)]
 
 
 SCAN_ORDERS = ((3, False), (3, True), (2, False), (2, True))
@@ -94,9 +102,9 @@ def four_way_scan(v: torch.Tensor, a: torch.Tensor, steps: int) -> torch.Tensor:
     """:func:`parallel_scan` of the four channel quarters of ``v`` / ``a``, each in its order of
     :data:`SCAN_ORDERS`. A backward order pads after the last place instead of flipping the tensor, so no scan
     copies its input to reverse it."""
-    return torch.cat([parallel_scan(vq, aq, dim, steps, reverse)
-                      for vq, aq, (dim, reverse) in zip(v.chunk(DIRECTIONS, 1), a.chunk(DIRECTIONS, 1), SCAN_ORDERS)],
-                     1)
+    quarter = [v.shape[1] // DIRECTIONS] * DIRECTIONS  # a constant: the channels are fixed at export
+    return torch.cat([parallel_scan(vq, aq, dim, steps, reverse) for vq, aq, (dim, reverse)
+                      in zip(v.split(quarter, 1), a.split(quarter, 1), SCAN_ORDERS)], 1)
 
 
 def scan_channels(dim: int, expand: float) -> int:
@@ -131,7 +139,7 @@ class SSMBlock(nn.Module):
             nn.init.zeros_(param)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z, g, delta = self.in_proj(self.norm(x)).chunk(3, dim=1)
+        z, g, delta = self.in_proj(self.norm(x)).split(self.out_proj.in_channels, dim=1)
         a = torch.sigmoid(delta + self.decay_bias[:, None, None])
         h = four_way_scan((1.0 - a) * self.dwconv(z), a, self.scan_steps)
         return x + self.out_proj(h * F.silu(g))
