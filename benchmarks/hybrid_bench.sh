@@ -5,7 +5,8 @@
 # BSD68 sigma 25; derain: Rain100H, Y channel), against the teacher's FP32 file; then the parity of each INT8 file with
 # its PyTorch fake-quant network (benchmarks/onnx_eval.py, the first 4 images of the options' val set). Quality only:
 # latency comes from benchmarks/hybrid_latency.py on an idle machine. A hybrid whose training has not finished is
-# left out and named.
+# left out and named. A rerun re-exports only the checkpoints newer than their ONNX files and re-checks parity only
+# where its JSON is missing.
 #   bash benchmarks/hybrid_bench.sh [gray_sigma25] [derain]      (default: both)
 # writes benchmarks/out/hybrid_<task>/*.onnx, benchmarks/out/hybrid_<task>/bench.* and
 # benchmarks/results/hybrid_<task>_parity_<model>.json
@@ -36,9 +37,12 @@ for task in "${tasks[@]}"; do
       echo "$task: $name left out ($run has not finished)" >&2
       continue
     fi
-    basicsr export -opt "$opt" --ckpt "$run/models/net_g_fp32.pth" --fp32 --out "$out/${name}_fp32.onnx" --overwrite
-    basicsr export -opt "$opt" --ckpt "$run/models/net_g_latest.pth" --target onnxruntime \
-      --out "$out/${name}_int8.onnx" --overwrite
+    # an ONNX file newer than its checkpoint is kept: a rerun exports only what has changed
+    [ "$out/${name}_fp32.onnx" -nt "$run/models/net_g_fp32.pth" ] ||
+      basicsr export -opt "$opt" --ckpt "$run/models/net_g_fp32.pth" --fp32 --out "$out/${name}_fp32.onnx" --overwrite
+    [ "$out/${name}_int8.onnx" -nt "$run/models/net_g_latest.pth" ] ||
+      basicsr export -opt "$opt" --ckpt "$run/models/net_g_latest.pth" --target onnxruntime \
+        --out "$out/${name}_int8.onnx" --overwrite
     models+=(--model "${name}_fp32=$out/${name}_fp32.onnx" --model "${name}_int8=$out/${name}_int8.onnx")
     [ -f "benchmarks/results/hybrid_${task}_parity_$name.json" ] ||
       python benchmarks/onnx_eval.py -opt "$opt" --ckpt "$run/models/net_g_latest.pth" \
