@@ -8,8 +8,8 @@
 # left out and named. A rerun re-exports only the checkpoints newer than their ONNX files and re-checks parity only
 # where its JSON is missing.
 #   bash benchmarks/hybrid_bench.sh [gray_sigma25] [derain]      (default: both)
-# writes benchmarks/out/hybrid_<task>/*.onnx, benchmarks/out/hybrid_<task>/bench.* and
-# benchmarks/results/hybrid_<task>_parity_<model>.json
+# writes benchmarks/out/hybrid_<task>/*.onnx, benchmarks/results/hybrid_<task>/bench/ (the table, its JSON, one
+# side-by-side picture) and benchmarks/results/hybrid_<task>_parity_<model>.json
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tasks=("$@")
@@ -48,5 +48,6 @@ for task in "${tasks[@]}"; do
       python benchmarks/onnx_eval.py -opt "$opt" --ckpt "$run/models/net_g_latest.pth" \
         --name "hybrid_${task}_parity_$name" --max-images 4
   done
-  basicsr bench "${models[@]}" "${sets[@]}" --reference teacher_fp32 --no-speed --pictures 2 --out "$out" --overwrite
+  basicsr bench "${models[@]}" "${sets[@]}" --reference teacher_fp32 --no-speed --pictures 1 \
+    --out "benchmarks/results/hybrid_$task/bench" --overwrite
 done
