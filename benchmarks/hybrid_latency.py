@@ -107,7 +107,7 @@ def _networks(args: argparse.Namespace) -> tuple[str, list[dict], str]:
         plotted = [{**info[r['model']], 'latency_ms': r['median_ms'], 'latency_min_ms': r['min_ms'],
                     'latency_max_ms': r['max_ms']} for r in at]
         figure = plot_front(plotted, [], Path(args.out) / f'hybrid_latency_networks_{size}.png', measured=True)
-        lines.append(f'figure: {figure}')
+        lines.append(f'figure: {figure.name}')
     return 'hybrid_latency_networks', rows, '\n'.join(lines)
 
 
