@@ -102,7 +102,7 @@ def four_way_scan(v: torch.Tensor, a: torch.Tensor, steps: int) -> torch.Tensor:
     """:func:`parallel_scan` of the four channel quarters of ``v`` / ``a``, each in its order of
     :data:`SCAN_ORDERS`. A backward order pads after the last place instead of flipping the tensor, so no scan
     copies its input to reverse it."""
-    quarter = [v.shape[1] // DIRECTIONS] * DIRECTIONS  # a constant: the channels are fixed at export
+    quarter = [v.shape[1] // DIRECTIONS] * DIRECTIONS  # equal sizes: one Split, not a chunk of the traced shape
     return torch.cat([parallel_scan(vq, aq, dim, steps, reverse) for vq, aq, (dim, reverse)
                       in zip(v.split(quarter, 1), a.split(quarter, 1), SCAN_ORDERS)], 1)
 
