@@ -273,3 +273,39 @@ def onnx_parity():
         return float(np.abs(got - expected).max()), _psnr(got, expected)
 
     return compare
+
+
+def _cpu_has_vnni() -> bool:
+    """Whether the CPU has VNNI (AVX512-VNNI or AVX-VNNI): without it ONNX Runtime's uint8 x int8 convolution kernels
+    sum pairs of products in saturating int16 (``vpmaddubsw``), so an INT8 file drifts from the fake-quant network."""
+    try:
+        flags = Path('/proc/cpuinfo').read_text()
+    except OSError:
+        return True
+    return bool(re.search(r'\b(avx512_vnni|avx_vnni)\b', flags))
+
+
+# the tests that hold an ONNX Runtime INT8 file to the parity bound: expected to fail on a CPU without VNNI
+INT8_PARITY_TESTS = (
+    'test_basicsr_archs.py::test_qdr_trains_reloads_and_exports',
+    'test_int_kernels.py::test_every_convolution_runs_as_an_integer_kernel',
+    'test_export.py::test_int8_export_matches_fake_quant_network',
+    'test_export.py::test_other_efm_layouts_export_and_run',
+    'test_export.py::test_unsigned_relu_gives_relu_fed_quantizers_the_uint8_grid_and_exports_exactly',
+    'test_low_bit.py::test_int4_weights_keep_the_numbers_and_halve_the_weights',
+    'test_graph_rewrites.py::test_narrow_integer_convolution_gets_zero_filters_for_onnxruntimes_fast_kernel',
+    'test_hybrid.py::test_hybrid_from_the_search_output_builds_loads_quantizes_and_exports',
+    'test_mm_front.py::test_checkpoint_exports_and_matches_in_onnxruntime',
+    'test_peer_quantization.py::test_iat_with_float_global_branch_exports_for_both_targets',
+    'test_qatie.py::test_onnx_export_matches_pytorch',
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On a CPU without VNNI, the INT8 parity tests run as expected failures (docs/deployment.md#parity)."""
+    if _cpu_has_vnni():
+        return
+    mark = pytest.mark.xfail(reason='ONNX Runtime INT8 kernels saturate int16 sums on a CPU without VNNI', strict=False)
+    for item in items:
+        if any(item.nodeid.split('[')[0].endswith(name) for name in INT8_PARITY_TESTS):
+            item.add_marker(mark)
