@@ -276,8 +276,8 @@ def onnx_parity():
 
 
 def _cpu_has_vnni() -> bool:
-    """Whether the CPU has VNNI (AVX512-VNNI or AVX-VNNI): without it ONNX Runtime's uint8 x int8 convolution kernels
-    sum pairs of products in saturating int16 (``vpmaddubsw``), so an INT8 file drifts from the fake-quant network."""
+    """Whether the CPU has VNNI (AVX512-VNNI or AVX-VNNI): without it ONNX Runtime's integer kernels drift from the
+    fake-quant network (most likely the AVX2 uint8 x int8 path's saturating int16 pair sums)."""
     try:
         flags = Path('/proc/cpuinfo').read_text()
     except OSError:
@@ -305,7 +305,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """On a CPU without VNNI, the INT8 parity tests run as expected failures (docs/deployment.md#parity)."""
     if _cpu_has_vnni():
         return
-    mark = pytest.mark.xfail(reason='ONNX Runtime INT8 kernels saturate int16 sums on a CPU without VNNI', strict=False)
+    mark = pytest.mark.xfail(reason='ONNX Runtime INT8 kernels drift on a CPU without VNNI', strict=False)
     for item in items:
         if any(item.nodeid.split('[')[0].endswith(name) for name in INT8_PARITY_TESTS):
             item.add_marker(mark)
