@@ -18,6 +18,7 @@ import torch
 import yaml
 
 import qdr_plugin  # noqa: F401  (registers the plugin, applies the torchvision alias)
+from qdr_plugin.deploy.no_vnni import int8_weights_saturate
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -246,11 +247,32 @@ def mm_config(workdir: Path):
     return write
 
 
-def _run_onnx(path: str | Path, x: torch.Tensor) -> np.ndarray:
-    """ONNX Runtime's (CPU) output of the model file ``path`` for the input ``x``."""
+NO_VNNI = int8_weights_saturate()
+"""Whether this CPU needs the ``no_vnni`` form of an ONNX Runtime INT8 file to run it exactly
+(:mod:`qdr_plugin.deploy.no_vnni`): the parity tests export the form meant for the CPU they run on."""
+CLI_NO_VNNI = ['--no-vnni'] if NO_VNNI else []
+
+
+def _tensorrt_form(path: str | Path) -> bool:
+    """Whether the file is an export for TensorRT (int8 activations: a QuantizeLinear with an int8 zero point)."""
+    import onnx
+
+    from qdr_plugin.deploy.graph_rewrites import constant_values
+
+    graph = onnx.load(str(path)).graph
+    values = constant_values(graph)
+    return any(node.op_type == 'QuantizeLinear' and len(node.input) > 2 and values[node.input[2]].dtype == np.int8
+               for node in graph.node)
+
+
+def run_onnx(path: str | Path, x: torch.Tensor) -> np.ndarray:
+    """ONNX Runtime's (CPU) output of the model file ``path`` for the input ``x``. A TensorRT-form file runs with
+    ONNX Runtime's integer-kernel rewrite off: what TensorRT computes is the graph's Q/DQ arithmetic, not ONNX
+    Runtime's uint8 x int8 kernels (which saturate on a CPU without VNNI)."""
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(path), providers=['CPUExecutionProvider'])
+    disabled = ['QDQSelectorActionTransformer'] if _tensorrt_form(path) else None
+    session = ort.InferenceSession(str(path), providers=['CPUExecutionProvider'], disabled_optimizers=disabled)
     return session.run(None, {'input': x.numpy()})[0]
 
 
@@ -268,44 +290,8 @@ def onnx_parity():
     def compare(path: str | Path, net: torch.nn.Module, x: torch.Tensor) -> tuple[float, float]:
         with torch.no_grad():
             expected = net.eval()(x).numpy()
-        got = _run_onnx(path, x)
+        got = run_onnx(path, x)
         assert got.shape == expected.shape
         return float(np.abs(got - expected).max()), _psnr(got, expected)
 
     return compare
-
-
-def _cpu_has_vnni() -> bool:
-    """Whether the CPU has VNNI (AVX512-VNNI or AVX-VNNI): without it ONNX Runtime's integer kernels drift from the
-    fake-quant network (most likely the AVX2 uint8 x int8 path's saturating int16 pair sums)."""
-    try:
-        flags = Path('/proc/cpuinfo').read_text()
-    except OSError:
-        return True
-    return bool(re.search(r'\b(avx512_vnni|avx_vnni)\b', flags))
-
-
-# the tests that hold an ONNX Runtime INT8 file to the parity bound: expected to fail on a CPU without VNNI
-INT8_PARITY_TESTS = (
-    'test_basicsr_archs.py::test_qdr_trains_reloads_and_exports',
-    'test_int_kernels.py::test_every_convolution_runs_as_an_integer_kernel',
-    'test_export.py::test_int8_export_matches_fake_quant_network',
-    'test_export.py::test_other_efm_layouts_export_and_run',
-    'test_export.py::test_unsigned_relu_gives_relu_fed_quantizers_the_uint8_grid_and_exports_exactly',
-    'test_low_bit.py::test_int4_weights_keep_the_numbers_and_halve_the_weights',
-    'test_graph_rewrites.py::test_narrow_integer_convolution_gets_zero_filters_for_onnxruntimes_fast_kernel',
-    'test_hybrid.py::test_hybrid_from_the_search_output_builds_loads_quantizes_and_exports',
-    'test_mm_front.py::test_checkpoint_exports_and_matches_in_onnxruntime',
-    'test_peer_quantization.py::test_iat_with_float_global_branch_exports_for_both_targets',
-    'test_qatie.py::test_onnx_export_matches_pytorch',
-)
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """On a CPU without VNNI, the INT8 parity tests run as expected failures (docs/deployment.md#parity)."""
-    if _cpu_has_vnni():
-        return
-    mark = pytest.mark.xfail(reason='ONNX Runtime INT8 kernels drift on a CPU without VNNI', strict=False)
-    for item in items:
-        if any(item.nodeid.split('[')[0].endswith(name) for name in INT8_PARITY_TESTS):
-            item.add_marker(mark)

@@ -20,6 +20,7 @@ from basicsr.archs import build_network
 from basicsr.archs.ecbsr_arch import ECB
 from basicsr.data import build_dataset
 from basicsr.models import build_model
+from conftest import CLI_NO_VNNI
 from torch import nn
 
 from qdr_plugin.archs.basicsr_defaults import (
@@ -175,7 +176,8 @@ def test_qdr_trains_reloads_and_exports(arch, workdir, parse_yml, onnx_parity):
     _assert_same_state(model.net_t, teacher)
 
     x = _test_input(channels, scale)
-    export_main(['-opt', str(test_yml), '--ckpt', str(ckpt), '--out', str(workdir / f'{arch}_onnxruntime.onnx')])
+    export_main(['-opt', str(test_yml), '--ckpt', str(ckpt), '--out', str(workdir / f'{arch}_onnxruntime.onnx'),
+                 *CLI_NO_VNNI])
     export_onnx(reloaded, workdir / f'{arch}_tensorrt.onnx', channels, 'tensorrt')
     for target in ('onnxruntime', 'tensorrt'):
         path = workdir / f'{arch}_{target}.onnx'

@@ -10,10 +10,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 import torch
 from basicsr.archs.srresnet_arch import MSRResNet
+from conftest import NO_VNNI, run_onnx
 from torch import nn
 
 from qdr_plugin.archs import EFM, DnCNN
@@ -49,8 +49,7 @@ def _quantized(net: nn.Module, channels: int, seed: int = 0, unsigned_relu: bool
 
 
 def _run(path, x: torch.Tensor) -> np.ndarray:
-    session = ort.InferenceSession(str(path), providers=['CPUExecutionProvider'])
-    return session.run(None, {'input': x.numpy()})[0]
+    return run_onnx(path, x)
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -72,7 +71,7 @@ def test_int8_export_matches_fake_quant_network(name, target, tmp_path):
     torch.manual_seed(0)  # the weights do not depend on the tests that ran before
     # docs/deployment.md: the bound holds for the onnxruntime form of a network trained with unsigned_relu: true
     net = _quantized(build(), channels, unsigned_relu=target == 'onnxruntime')
-    path = export_onnx(net, tmp_path / f'{name}.onnx', channels, target)
+    path = export_onnx(net, tmp_path / f'{name}.onnx', channels, target, no_vnni=NO_VNNI and target == 'onnxruntime')
     report = check_onnx(path, target)
     assert not report.problems, report.summary()
     assert report.op_counts['QuantizeLinear'] > 0 and report.op_counts['DequantizeLinear'] > 0
@@ -98,7 +97,7 @@ def test_other_efm_layouts_export_and_run(target, tmp_path):
     such a flip over the following layers (the parity bound is asserted above and measured on trained networks).
     """
     net = _quantized(EFM(in_ch=3, width=8, depth=2, stem='conv', up='shuffle'), 3)
-    path = export_onnx(net, tmp_path / 'rgb.onnx', 3, target)
+    path = export_onnx(net, tmp_path / 'rgb.onnx', 3, target, no_vnni=NO_VNNI and target == 'onnxruntime')
     assert not check_onnx(path, target).problems
     x = _noisy_crop(3, 30, 40)
     with torch.no_grad():
@@ -191,7 +190,7 @@ def test_unsigned_relu_gives_relu_fed_quantizers_the_uint8_grid_and_exports_exac
     # the first conv sees the (signed) noisy image; every other conv input is a ReLU output
     assert (convs[0].act_quant.qmin, convs[0].act_quant.qmax) == (-128, 127)
     assert all((c.act_quant.qmin, c.act_quant.qmax) == (0, 255) for c in convs[1:])
-    path = export_onnx(net, tmp_path / 'u8.onnx', 1, 'onnxruntime')
+    path = export_onnx(net, tmp_path / 'u8.onnx', 1, 'onnxruntime', no_vnni=NO_VNNI)
     assert onnxruntime_kernel_counts(path)['QLinearConv'] == len(convs)
     x = _noisy_crop(1, 30, 40)
     with torch.no_grad():

@@ -8,6 +8,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
+from conftest import NO_VNNI
 from onnx import TensorProto, helper, numpy_helper
 from test_export import _noisy_crop, _quantized, _run, _unsigned_relu_dncnn
 
@@ -231,7 +232,7 @@ def test_narrow_integer_convolution_gets_zero_filters_for_onnxruntimes_fast_kern
     a multiple of 4 and at least 16: the onnxruntime export gives it 15 zero filters and slices their channels off
     the uint8 output, so every QLinearConv is one the fast kernel takes and the output is unchanged."""
     net = _unsigned_relu_dncnn()
-    path = export_onnx(net, tmp_path / 'wide.onnx', 1, 'onnxruntime')
+    path = export_onnx(net, tmp_path / 'wide.onnx', 1, 'onnxruntime', no_vnni=NO_VNNI)
     assert _conv_output_channels(path) == [16] * 5  # first conv (1 -> 16), three middle ones, last (1 -> 16)
     assert check_onnx(path, 'onnxruntime').op_counts['Slice'] == 1
     assert onnxruntime_kernel_counts(path)['QLinearConv'] == 5

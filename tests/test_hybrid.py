@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 from basicsr.archs import build_network
-from conftest import TINY_OPTIONS, refusal
+from conftest import NO_VNNI, TINY_OPTIONS, refusal
 from test_layering import PACKAGE, _imports
 
 from qdr_plugin.archs.restormer_arch import Restormer
@@ -178,7 +178,7 @@ def test_hybrid_from_the_search_output_builds_loads_quantizes_and_exports(tmp_pa
     torch.manual_seed(4)
     prepared = prepare(net, network_opt, QuantConfig(), [torch.rand(1, 1, 24, 24) for _ in range(2)])
     assert prepared.calibrated > 0
-    path = export_onnx(prepared.network, tmp_path / 'hybrid_int8.onnx', 1)
+    path = export_onnx(prepared.network, tmp_path / 'hybrid_int8.onnx', 1, no_vnni=NO_VNNI)
     max_abs, psnr = onnx_parity(path, prepared.network, x)
     assert max_abs <= 2 / 255 and psnr >= 50  # the parity bound of docs/deployment.md
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import onnx
 import pytest
 import torch
+from conftest import NO_VNNI
 
 from qdr_plugin.deploy import check_onnx, export_onnx
 from qdr_plugin.deploy.export_cli import print_kernel_report
@@ -63,7 +64,7 @@ def test_every_convolution_runs_as_an_integer_kernel(arch, tmp_path, onnx_parity
     network_opt = ARCHS[arch]
     net = _prepared(network_opt)
     channels = _channels(network_opt)
-    path = export_onnx(net, tmp_path / 'ort.onnx', channels, 'onnxruntime')
+    path = export_onnx(net, tmp_path / 'ort.onnx', channels, 'onnxruntime', no_vnni=NO_VNNI)
     report = kernel_report(path)
     convs = sum(node.op_type == 'Conv' for node in onnx.load(str(path)).graph.node)
     assert report.integer_convs == convs

@@ -243,7 +243,10 @@ def test_int4_weights_keep_the_numbers_and_halve_the_weights(tmp_path: Path) -> 
             assert check_onnx(tmp_path / 'w4_int4.onnx', 'onnxruntime', net).problems == []
             int4_net = net
     x = np.random.default_rng(0).random((1, 1, 24, 40), dtype=np.float32)
-    run = {name: ort.InferenceSession(str(tmp_path / name), providers=['CPUExecutionProvider']).run(None, {'input': x})
+    # both files through the same float Q/DQ arithmetic (the INT4 file's convolutions run in float; the INT8 file's
+    # integer kernels round differently at ties), so only the stored integers could make the outputs differ
+    run = {name: ort.InferenceSession(str(tmp_path / name), providers=['CPUExecutionProvider'],
+                                      disabled_optimizers=['QDQSelectorActionTransformer']).run(None, {'input': x})
            for name in ('w4.onnx', 'w4_int4.onnx')}
     np.testing.assert_array_equal(run['w4.onnx'][0], run['w4_int4.onnx'][0])
     weights = sum(m.weight.numel() for m in int4_net.modules() if hasattr(m, 'weight_quant'))

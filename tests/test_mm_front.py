@@ -20,7 +20,7 @@ import onnxruntime as ort  # noqa: E402
 from basicsr.metrics import calculate_psnr  # noqa: E402
 from basicsr.models import build_model  # noqa: E402
 from basicsr.utils import tensor2img  # noqa: E402
-from conftest import REPO, free_port  # noqa: E402
+from conftest import CLI_NO_VNNI, REPO, free_port  # noqa: E402
 from mmengine.hooks import Hook  # noqa: E402
 from mmengine.registry import HOOKS  # noqa: E402
 
@@ -155,7 +155,7 @@ def test_two_process_gloo_training(mm_config, workdir, order):
 def test_checkpoint_exports_and_matches_in_onnxruntime(mm_config, capsys, one_thread):
     runner = _train(mm_config('pipeline', iters=4), 'exp')
     mm_main(['convert', 'exp/iter_4.pth', 'net_g.pth'])
-    basicsr_main(['export', '-opt', 'net_g.yml', '--ckpt', 'net_g.pth', '--out', 'net_g.onnx'])
+    basicsr_main(['export', '-opt', 'net_g.yml', '--ckpt', 'net_g.pth', '--out', 'net_g.onnx', *CLI_NO_VNNI])
     assert 'OK' in capsys.readouterr().out
     net, _ = load_networks(runner.model.network_opt, runner.cfg.model.quant, 'net_g.pth')
     assert not check_onnx('net_g.onnx', 'onnxruntime', net).problems  # ORT's integers are the network's

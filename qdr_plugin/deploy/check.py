@@ -149,7 +149,8 @@ def _check_quantization_constants(graph: onnx.GraphProto, problems: list[str]) -
 
 @dataclass
 class _StoredWeight:
-    """An integer constant a DequantizeLinear reads: its values, per-channel scales and axis."""
+    """An integer constant a DequantizeLinear reads: its values minus its zero points (a uint8 weight with zero point
+    128 holds the same numbers as the int8 one), per-channel scales and axis."""
 
     values: np.ndarray
     scale: np.ndarray
@@ -165,7 +166,11 @@ def _stored_weights(graph: onnx.GraphProto) -> list[_StoredWeight]:
         values, scale = constants.get(node.input[0]), constants.get(node.input[1])
         if values is not None and scale is not None and np.issubdtype(values.dtype, np.integer) and values.ndim > 1:
             axis = next((a.i for a in node.attribute if a.name == 'axis'), 1)
-            stored.append(_StoredWeight(values.astype(np.int64), scale.astype(np.float32).ravel(), axis))
+            zero = constants.get(node.input[2]) if len(node.input) > 2 else None
+            integers = values.astype(np.int64)
+            if zero is not None:
+                integers = integers - _per_axis(zero.astype(np.int64), values, node)
+            stored.append(_StoredWeight(integers, scale.astype(np.float32).ravel(), axis))
     return stored
 
 

@@ -18,6 +18,7 @@ from qdr_plugin.utils.output_paths import check_output_file
 from .check import check_onnx
 from .int4 import INT4_OPSET, int4_weights
 from .kernel_report import kernel_report
+from .no_vnni import int8_weights_saturate, saturating_weight_count
 from .onnx_export import OPSET, TARGETS, export_onnx
 from .options import input_channels, read_options
 from .ort_profile import op_times
@@ -35,6 +36,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument('--int4', action='store_true',
                         help='store 4-bit weights as INT4 (ONNX opset 21; half the bytes of INT8; ONNX Runtime only, '
                         'the convolutions still run in float)')
+    parser.add_argument('--no-vnni', action='store_true',
+                        help='onnxruntime target, for an x86 CPU without VNNI (AVX2 only): store the int8 weights '
+                        'that its kernels would saturate as uint8, so the file computes the trained numbers there '
+                        '(a slower integer kernel; docs/deployment.md#cpus-without-vnni)')
     parser.add_argument('--profile', action='store_true',
                         help='onnxruntime target: also run the file a few times in ONNX Runtime\'s profiler and '
                         'name the float op types that take the most time')
@@ -68,17 +73,31 @@ def print_kernel_report(path: str | Path, profile: bool, threads: int = 1) -> No
     print('\n'.join(f'  {line}' for line in kernel_report(path).lines(times)))
 
 
+def _note_saturation(path: Path, args: argparse.Namespace) -> None:
+    """Say when this CPU would run the ONNX Runtime file inexactly (:mod:`qdr_plugin.deploy.no_vnni`)."""
+    if args.fp32 or args.int4 or args.no_vnni or args.target != 'onnxruntime' or not int8_weights_saturate():
+        return
+    count = saturating_weight_count(onnx.load(str(path)))
+    if count:
+        print(f'  note: this CPU has no VNNI, and {count} int8 weight tensors of the file hold values outside '
+              '[-64, 63], which its integer kernels saturate: the file is exact on CPUs with VNNI. For CPUs '
+              'without it, export again with --no-vnni, or train with quant.weight_bits: 7.')
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``basicsr export``; a problem the user can fix raises :class:`~qdr_plugin.errors.UserError`
     (the ``basicsr`` command prints it as one line), a file the checker finds problems in exits with status 1."""
     args = _parser().parse_args(argv)
     out = check_output_file(args.out, '--out', args.overwrite, {'--ckpt': args.ckpt, '-opt': args.opt}, 'model.onnx')
+    if args.no_vnni and args.int4:
+        raise UserError('--no-vnni changes int8 weights and --int4 stores 4-bit ones: leave out one of them.')
     opt = read_options(args.opt)
     _check_int4(args, opt)
     student, _ = load_networks(opt['network_g'], opt.get('quant'), args.ckpt, '--ckpt')
-    path = export_onnx(student, out, input_channels(opt), args.target, args.fp32, args.opset)
+    path = export_onnx(student, out, input_channels(opt), args.target, args.fp32, args.opset, args.no_vnni)
     if args.int4:
         _store_int4(Path(path))
+    _note_saturation(Path(path), args)
     report = check_onnx(path, None if args.fp32 else args.target, None if args.fp32 else student)
     print(report.summary())
     if not args.fp32 and args.target == 'onnxruntime':

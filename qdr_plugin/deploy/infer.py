@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import math
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -172,8 +173,12 @@ def torch_restorer(net: nn.Module) -> Restorer:
 
 def onnx_restorer(path: str | Path, threads: int | None = None) -> Restorer:
     """A restorer running the ONNX model at ``path`` with ONNX Runtime's CPU provider (``threads`` intra-op threads,
-    ONNX Runtime's default when ``None``), output clipped to [0, 1]."""
+    ONNX Runtime's default when ``None``), output clipped to [0, 1]. On an x86 CPU without VNNI, a file whose int8
+    weights its kernels saturate gets a warning naming the fix (:mod:`qdr_plugin.deploy.no_vnni`)."""
+    import onnx
     import onnxruntime as ort
+
+    from .no_vnni import int8_weights_saturate, saturating_weight_count
 
     path = Path(path)
     if not path.is_file():
@@ -186,6 +191,13 @@ def onnx_restorer(path: str | Path, threads: int | None = None) -> Restorer:
     except Exception as error:  # noqa: BLE001  (ONNX Runtime raises its own exception types)
         raise ValueError(f'{path}: ONNX Runtime cannot load it ({str(error).splitlines()[0]}).') from error
     input_name = session.get_inputs()[0].name
+    if int8_weights_saturate():
+        count = saturating_weight_count(onnx.load(str(path)))
+        if count:
+            warnings.warn(f'{path}: this CPU has no VNNI, and {count} int8 weight tensors hold values outside '
+                          '[-64, 63], which ONNX Runtime\'s integer kernels saturate here: the output departs from '
+                          'the trained network. Export with basicsr export --no-vnni (or train with '
+                          'quant.weight_bits: 7) for such CPUs.', stacklevel=2)
 
     def restore(x: np.ndarray) -> np.ndarray:
         y = session.run(None, {input_name: np.ascontiguousarray(x, dtype=np.float32)})[0]

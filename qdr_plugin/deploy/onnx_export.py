@@ -22,6 +22,10 @@ exports (``torch.onnx``); the ONNX graph rewrites it applies for a target live i
     transposed conv runs in float on its dequantized input and weight. (Rewriting a 2x2 / stride-2 one as a 1x1
     QLinearConv + uint8 DepthToSpace was measured slower on the EFM: ONNX Runtime's DepthToSpace and the layout
     transposes around it cost more than the float ConvTranspose.)
+
+    On an x86 CPU without VNNI, ONNX Runtime's uint8 x int8 kernels saturate on int8 weights outside [-64, 63]. With
+    ``no_vnni=True`` those weights are stored as uint8 with zero point 128 (:mod:`qdr_plugin.deploy.no_vnni`): the
+    file is then exact on such CPUs too, but its integer convolutions run a slower kernel.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ from .graph_rewrites import (
     widen_narrow_convolutions,
     zero_point_of_relu_fed_quantizers,
 )
+from .no_vnni import unsigned_saturating_weights
 
 TARGETS = ('onnxruntime', 'tensorrt')
 OPSET = 17
@@ -141,15 +146,22 @@ def export_onnx(
     target: str = 'onnxruntime',
     fp32: bool = False,
     opset: int = OPSET,
+    no_vnni: bool = False,
 ) -> Path:
     """Write ``net`` as ONNX to ``path`` (INT8 Q/DQ for a quantized network, or FP32 with ``fp32=True``).
 
     The network is deep-copied: ``net`` itself is not touched. The file is written atomically (a complete new
     file or the previous content). Raises :class:`ExportError` when an operation of the network has no ONNX form
-    (naming the module) or a quantizer is wider than 8 bits (naming it and ``quant.bits``).
+    (naming the module) or a quantizer is wider than 8 bits (naming it and ``quant.bits``). ``no_vnni``
+    (``onnxruntime`` target): int8 weights that would saturate a CPU without VNNI are stored as uint8
+    (:func:`~qdr_plugin.deploy.no_vnni.unsigned_saturating_weights`).
     """
     if target not in TARGETS:
         raise ExportError(f'target must be one of {TARGETS}, got {target!r}.')
+    if no_vnni and (target != 'onnxruntime' or fp32):
+        what = 'an FP32 export' if fp32 else f'target {target!r}'
+        raise ExportError(f'no_vnni (--no-vnni) changes the int8 weights of an ONNX Runtime INT8 file, and this is '
+                          f'{what}: export with --target onnxruntime, or leave out --no-vnni.')
     if opset < 13:
         raise ExportError(f'opset must be >= 13 (per-channel DequantizeLinear), got {opset}.')
     net = copy.deepcopy(net).eval()
@@ -164,7 +176,7 @@ def export_onnx(
         _trace(net, tmp, in_channels, opset)
         if not fp32:
             model = onnx.load(str(tmp))
-            if rewrite_for_target(model, target):
+            if rewrite_for_target(model, target) + (unsigned_saturating_weights(model) if no_vnni else 0):
                 onnx.save(model, str(tmp))
     return path
 

@@ -33,6 +33,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from qdr_plugin.utils.atomic_write import atomic_output
 
 from .graph_rewrites import float_upsampling_inputs, widen_narrow_convolutions
+from .no_vnni import unsigned_saturating_weights
 from .onnx_export import TARGETS
 
 METHODS = ('minmax', 'percentile', 'entropy')
@@ -59,17 +60,22 @@ def quantize_onnx_ptq(
     calibration: Iterable[np.ndarray],
     method: str = 'minmax',
     target: str = 'onnxruntime',
+    no_vnni: bool = False,
 ) -> Path:
     """Quantize ``fp32_onnx`` (input ``input``) to an INT8 Q/DQ model at ``out`` with ``quantize_static``,
     calibrating with ``method`` (``minmax`` / ``percentile`` (99.999) / ``entropy``) on the 1 x C x H x W float32
     arrays of ``calibration``, for ``target`` (``onnxruntime`` or ``tensorrt``, see the module docstring). ``out`` is
-    written atomically (a complete new file or the previous content)."""
+    written atomically (a complete new file or the previous content). ``no_vnni`` (``onnxruntime``): int8 weights
+    that would saturate a CPU without VNNI are stored as uint8, as ``basicsr export --no-vnni`` does
+    (:func:`~qdr_plugin.deploy.no_vnni.unsigned_saturating_weights`)."""
     methods = {'minmax': CalibrationMethod.MinMax, 'percentile': CalibrationMethod.Percentile,
                'entropy': CalibrationMethod.Entropy}
     if method not in methods:
         raise ValueError(f'calibration method must be one of {METHODS}, got {method!r}.')
     if target not in TARGETS:
         raise ValueError(f'target must be one of {TARGETS}, got {target!r}.')
+    if no_vnni and target != 'onnxruntime':
+        raise ValueError('--no-vnni is for --target onnxruntime (TensorRT takes int8 weights only).')
     fp32_onnx, out = Path(fp32_onnx), Path(out)
     if not fp32_onnx.is_file():
         raise FileNotFoundError(f'FP32 ONNX model {fp32_onnx} does not exist.')
@@ -92,6 +98,6 @@ def quantize_onnx_ptq(
         )
         model = onnx.load(str(written))
         rewrite = float_upsampling_inputs if target == 'tensorrt' else widen_narrow_convolutions
-        if rewrite(model):
+        if rewrite(model) + (unsigned_saturating_weights(model) if no_vnni else 0):
             onnx.save(model, str(written))
     return out

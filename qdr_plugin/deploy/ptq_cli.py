@@ -33,6 +33,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument('--overwrite', action='store_true', help='replace --out if it exists')
     parser.add_argument('--calib', required=True, help=f'calibration method: {", ".join(METHODS)}')
     parser.add_argument('--target', choices=TARGETS, default='onnxruntime')
+    parser.add_argument('--no-vnni', action='store_true',
+                        help='onnxruntime target, for an x86 CPU without VNNI: int8 weights that its kernels would '
+                        'saturate stored as uint8 (as basicsr export --no-vnni)')
     parser.add_argument('--num-calib', type=int, default=32, help='number of calibration crops (default 32)')
     parser.add_argument('--calib-size', type=int, default=None,
                         help='side of the calibration crops (default: datasets.train.gt_size)')
@@ -74,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
             fp32 = export_onnx(net, Path(tmp) / 'fp32.onnx', input_channels(opt), args.target, fp32=True)
             print(f'calibrating ({args.calib}, {len(calibration)} crops of '
                   f'{"x".join(map(str, calibration[0].shape))}) for {args.target} ...', flush=True)
-            out = quantize_onnx_ptq(fp32, args.out, calibration, args.calib, args.target)
+            out = quantize_onnx_ptq(fp32, args.out, calibration, args.calib, args.target, args.no_vnni)
     except UserError:
         raise
     except (ValueError, FileNotFoundError, KeyError, RuntimeError) as error:
