@@ -4,13 +4,15 @@ of the same network with 7-bit weights (``quant.weight_bits: 7``), each scored o
 fake-quant network and the FP32 file, its parity with the fake-quant network, and its speed as a ratio to the FP32
 file (timed interleaved, ``--repeats`` times; median and range).
 
-    python benchmarks/no_vnni.py --net dncnn                         # DnCNN-S, published weights, BSD68 sigma 25
-    python benchmarks/no_vnni.py --net restormer_derain --max-images 20   # the deraining Restormer, Rain100H
+    python benchmarks/no_vnni.py --net dncnn --no-speed                # DnCNN-S, published weights, BSD68 sigma 25
+    python benchmarks/no_vnni.py --net dncnn --speed-only              # on an idle machine
+    python benchmarks/no_vnni.py --net restormer_derain --max-images 20 --no-speed   # the deraining Restormer, Rain100H
 
 The INT8 networks are calibrated, not trained: the plugin's quantizers with the options' ``quant`` block, on crops of
 the options' training set (``datasets.train``, never the test set). A file's parity with its fake-quant network and
 its speed do not depend on training; the 7-bit row's quality cost is that of calibration alone (QAT recovers part of
-it). Writes ``benchmarks/results/no_vnni_<net>.{json,csv,md}``.
+it). Writes ``benchmarks/results/no_vnni_<net>[_vnni_cpu][_speed].{json,csv,md}`` (``_vnni_cpu`` when the CPU it
+runs on has VNNI, ``_speed`` with ``--speed-only``).
 """
 
 from __future__ import annotations
@@ -96,7 +98,9 @@ def main() -> None:
     parser.add_argument('--runs', type=int, default=20, help='timed runs per file and repeat (default 20)')
     parser.add_argument('--repeats', type=int, default=3, help='interleaved timings, each a median (default 3)')
     parser.add_argument('--pause', type=float, default=10.0, help='seconds between timing repeats (default 10)')
-    parser.add_argument('--no-speed', action='store_true')
+    speed = parser.add_mutually_exclusive_group()
+    speed.add_argument('--no-speed', action='store_true', help='score only')
+    speed.add_argument('--speed-only', action='store_true', help='time only (needs an idle machine)')
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -125,7 +129,11 @@ def main() -> None:
         for bits, network in networks.items():
             models.append(BenchModel(f'fake-quant, {bits}-bit weights', Path(options_path), 'pytorch', 'int8',
                                      channels, torch_restorer(network)))
-        rows, outputs = run_benchmark(models, [bench_set], {}, keep=len(bench_set.images))
+        rows, outputs = [], {}
+        if not args.speed_only:
+            rows, outputs = run_benchmark(models, [bench_set], {}, keep=len(bench_set.images))
+        else:
+            rows = [{'model': m.name, 'runtime': m.runtime} for m in models if m.runtime == 'onnxruntime']
         ratios: dict[str, list[float]] = {label: [] for label in files}
         if not args.no_speed:
             timed = {m.name: (m.restore, channels) for m in models if m.runtime == 'onnxruntime'}
@@ -137,7 +145,7 @@ def main() -> None:
                     ratios[label].append(fps[label] / fps['FP32'])
     for row in rows:
         bits, _ = FORMS.get(row['model'], (None, None))
-        if bits is not None:
+        if bits is not None and outputs:
             reference = outputs[bench_set.label, f'fake-quant, {bits}-bit weights']
             row['parity_db'], row['parity_max_steps'] = _parity(outputs[bench_set.label, row['model']], reference)
         values = ratios.get(row['model'])
@@ -154,7 +162,8 @@ def main() -> None:
     print(table)
     info = run_info(command_line(), args.threads, net=args.net, dataset=bench_set.label, images=len(bench_set.images),
                     cpu_without_vnni=saturates, size=args.size, runs=args.runs, repeats=args.repeats)
-    print('wrote', write_results(RESULTS_DIR, f'no_vnni_{args.net}', rows, info, table)['json'])
+    name = f'no_vnni_{args.net}' + ('' if saturates else '_vnni_cpu') + ('_speed' if args.speed_only else '')
+    print('wrote', write_results(RESULTS_DIR, name, rows, info, table)['json'])
 
 
 if __name__ == '__main__':

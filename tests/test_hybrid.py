@@ -130,6 +130,31 @@ def test_a_weighted_proxy_steers_the_search_to_the_costly_unit():
     assert [c.units for c in weighted.front] == [('a', 'b'), ('a',), ()]
 
 
+def test_exhaustive_search_scores_every_set_once_and_finds_what_the_greedy_walk_skips():
+    from qdr_plugin.hybrid import exhaustive_search
+
+    units = ['full', 'half', 'low']
+    loss = {'full': 0.195, 'half': 0.095, 'low': 0.001}  # replacing 'low' alone costs nearly nothing ...
+
+    def evaluate(chosen):  # ... but 1 dB more once anything else is replaced too
+        calls.append(chosen)
+        extra = 1.0 if 'low' in chosen and len(chosen) > 1 else 0.0
+        return 30.0 - sum(loss[u] for u in chosen) - extra
+
+    calls = []
+    found = exhaustive_search(units, [1, 1, 1], evaluate, lam=0.1, costs=[2.0, 1.0, 0.1])
+    assert len(calls) == len(set(calls)) == 2 ** 3 and calls[0] == ()
+    assert [len(c) for c in calls] == sorted(len(c) for c in calls)  # fewest replaced first
+    best = max((c for c in found.evaluated), key=lambda c: c.psnr - 0.1 * c.cost)
+    assert found.best == best and found.best.units == ('full', 'half')  # keeps only the cheap 'low' unit
+    calls.clear()
+    greedy = beam_search(units, [1, 1, 1], evaluate, lam=0.1, beam=1, costs=[2.0, 1.0, 0.1])
+    assert all('low' in c.units for c in greedy.evaluated if len(c.units) == 2)  # the walk replaced 'low' first
+    assert ('full', 'half') not in {c.units for c in greedy.evaluated}
+    with pytest.raises(ValueError, match='at most 12 units'):
+        exhaustive_search([str(i) for i in range(13)], [1] * 13, evaluate, lam=0.1)
+
+
 def test_finetune_choice_spreads_over_the_proxy_cost_and_adds_the_best():
     from qdr_plugin.hybrid.cli import finetune_choice
 
@@ -139,6 +164,7 @@ def test_finetune_choice_spreads_over_the_proxy_cost_and_adds_the_best():
     assert finetune_choice(result, 2) == {('a', 'b', 'c', 'd'), ('a', 'b'), ('a',)}  # costs 0 and 2, and the best
     assert finetune_choice(result, 9) == {c.units for c in evaluated[1:]}  # the whole front but the teacher
     assert finetune_choice(result, 0) == {('a',)}
+    assert finetune_choice(result, 3, at=[1.2]) == {('a', 'b', 'c'), ('a',)}  # the point nearest each given cost
 
 
 def test_feature_size_weights_sum_to_the_block_count_and_favour_full_resolution():
@@ -268,6 +294,24 @@ def test_basicsr_hybrid_distill_then_search_writes_a_hybrid_that_loads(workdir, 
     assert (workdir / 'h.onnx').stat().st_size > 0
 
 
+def test_basicsr_hybrid_search_exhaustive_scores_every_stage_set_and_tunes_the_given_costs(workdir, hybrid_options,
+                                                                                           one_thread):
+    from qdr_plugin.cli import main
+
+    path = hybrid_options(hybrid={'surrogate': dict(SURROGATE), 'distill': {'total_iter': 1},
+                                  'search': {'lambda': 0.01, 'proxy': 'feature_size', 'strategy': 'exhaustive',
+                                             'val_images': 1, 'finetune_at': [1.0]}})
+    main(['hybrid', 'distill', '-opt', path])
+    main(['hybrid', 'search', '-opt', path])
+    result = json.loads((workdir / 'experiments' / 'tiny_hybrid' / 'search.json').read_text())
+    assert result['strategy'] == 'exhaustive' and result['evaluated'] == len(result['candidates']) == 2 ** 8
+    front = [r for r in result['rows'] if r['on_front']]
+    nearest = min(front, key=lambda r: abs(r['cost'] - 1.0) if r['surrogates_list'] else math.inf)
+    assert {r['label'] for r in result['rows'] if r['finetune']} <= {nearest['label'], *(r['label'] for r in
+                                                                                          result['rows'] if r['best'])}
+    assert nearest['finetune'] and (workdir / nearest['finetune_options']).is_file()
+
+
 @pytest.mark.parametrize(('change', 'expected'), [
     ({'hybrid': {'search': {'lamda': 0.1}}}, "hybrid.search.lamda: unknown key 'lamda'"),
     ({'hybrid': {'surrogate': {'scan_steps': 40}}}, 'hybrid.surrogate.scan_steps: must be an integer from 1 to 12'),
@@ -276,7 +320,10 @@ def test_basicsr_hybrid_distill_then_search_writes_a_hybrid_that_loads(workdir, 
     ({'path': {'pretrain_network_g': None}}, 'path.pretrain_network_g: the teacher needs its trained weights'),
     ({'train': {**TINY_OPTIONS['train'], 'fp32_warmup_iter': 5}},
      'train.fp32_warmup_iter: must be <= train.total_iter'),
-], ids=['search-key-typo', 'scan-steps', 'proxy', 'teacher-type', 'no-teacher-weights', 'fine-tune-schedule'])
+    ({'hybrid': {'search': {'strategy': 'random'}}}, 'hybrid.search.strategy: must be one of'),
+    ({'hybrid': {'search': {'finetune_at': 2}}}, 'hybrid.search.finetune_at: must be a list of proxy costs >= 0'),
+], ids=['search-key-typo', 'scan-steps', 'proxy', 'teacher-type', 'no-teacher-weights', 'fine-tune-schedule',
+        'strategy', 'finetune-at'])
 def test_bad_hybrid_options_stop_with_one_line(hybrid_options, capsys, change, expected):
     message = refusal(['hybrid', 'distill', '-opt', hybrid_options(**change)], capsys)
     assert expected in message and '\n' not in message

@@ -25,7 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +54,7 @@ from .latency import interleaved_latency, spearman
 from .options import hybrid_options
 from .report import plot_front
 from .scoring import mean_psnr
-from .search import Candidate, SearchResult, beam_search, pareto_front
+from .search import Candidate, SearchResult, beam_search, exhaustive_search, pareto_front
 
 SEARCH_COLUMNS = [('label', 'hybrid', ''), ('surrogates', 'replaced', ''), ('kept', 'transformer blocks', 'd'),
                   ('cost', 'proxy cost', '.2f'), ('psnr', 'val PSNR (dB)', '.3f'), ('objective', 'J', '.3f'),
@@ -245,13 +245,22 @@ def run_search(opt: dict[str, Any], hybrid: Mapping[str, Mapping[str, Any]], sur
         return psnr
 
     units, blocks, costs = _units(teacher, settings['granularity'], settings['proxy'])
-    result = beam_search(units, blocks, evaluate, settings['lambda'], settings['beam'], settings['max_evals'], costs)
+    if settings['strategy'] == 'exhaustive':
+        try:
+            result = exhaustive_search(units, blocks, evaluate, settings['lambda'], costs)
+        except ValueError as error:
+            raise OptionsError('hybrid.search.strategy', str(error), 'exhaustive',
+                               'Set search.granularity: stage, or strategy: beam.') from error
+    else:
+        result = beam_search(units, blocks, evaluate, settings['lambda'], settings['beam'], settings['max_evals'],
+                             costs)
     rows = _front_rows(opt, teacher, result, surrogate_opt, checkpoint, folder)
-    chosen = finetune_choice(result, settings['finetune'])
+    chosen = finetune_choice(result, settings['finetune'], settings['finetune_at'])
     for row in rows:
         row['finetune'] = tuple(row['surrogates_list']) in chosen
     info = run_info(command_line(), threads=torch.get_num_threads(), lam=settings['lambda'], proxy=settings['proxy'],
-                    granularity=settings['granularity'], beam=settings['beam'], evaluated=len(result.evaluated),
+                    granularity=settings['granularity'], strategy=settings['strategy'], beam=settings['beam'],
+                    evaluated=len(result.evaluated),
                     units=units, unit_costs=costs, best=result.best.units,
                     candidates=[{'surrogates': list(c.units), 'psnr': c.psnr, 'kept': c.kept, 'cost': c.cost}
                                 for c in result.evaluated])
@@ -274,18 +283,19 @@ def run_search(opt: dict[str, Any], hybrid: Mapping[str, Mapping[str, Any]], sur
     return paths['json']
 
 
-def finetune_choice(result: SearchResult, count: int) -> set[tuple[str, ...]]:
-    """The replaced units of the hybrids to fine-tune: the best at lambda and the ``count`` front points (fewer
-    when the front is shorter) nearest the proxy costs ``T i / count``, ``i = 0 .. count - 1`` (``T`` the
-    teacher's cost): the cheapest front point always, the others spread over the cost range; never the teacher."""
+def finetune_choice(result: SearchResult, count: int, at: Sequence[float] | None = None) -> set[tuple[str, ...]]:
+    """The replaced units of the hybrids to fine-tune: the best at lambda and the front points (fewer when the
+    front is shorter) nearest the proxy costs ``at``, by default ``T i / count``, ``i = 0 .. count - 1`` (``T`` the
+    teacher's cost: the cheapest front point always, the others spread over the cost range); never the teacher."""
     front = [c for c in result.front if c.units]
     teacher_cost = max(c.cost for c in result.evaluated)
+    targets = list(at) if at is not None else [teacher_cost * i / count for i in range(count)]
     chosen: list[Candidate] = []
-    for i in range(count):
+    for target in targets:
         left = [c for c in front if c not in chosen]
         if not left:
             break
-        chosen.append(min(left, key=lambda c: abs(c.cost - teacher_cost * i / count)))
+        chosen.append(min(left, key=lambda c: abs(c.cost - target)))
     return {c.units for c in chosen} | ({result.best.units} if result.best.units else set())
 
 
