@@ -114,7 +114,7 @@ def test_running_a_saturating_file_on_a_cpu_without_vnni_warns_with_the_fix(tmp_
     cpuinfo.write_text(AVX2_ONLY)
     monkeypatch.setattr(no_vnni, 'CPUINFO', cpuinfo)  # the CPU: AVX2, no VNNI
     monkeypatch.setattr(no_vnni.platform, 'machine', lambda: 'x86_64')
-    with pytest.warns(UserWarning, match=r'no VNNI.*--no-vnni.*weight_bits: 7'):
+    with pytest.warns(UserWarning, match=r'no VNNI.*weight_bits: 7.*--no-vnni'):
         infer_module.onnx_restorer(default, threads=1)
     with warnings.catch_warnings():
         warnings.simplefilter('error')

@@ -196,8 +196,9 @@ def onnx_restorer(path: str | Path, threads: int | None = None) -> Restorer:
         if count:
             warnings.warn(f'{path}: this CPU has no VNNI, and {count} int8 weight tensors hold values outside '
                           '[-64, 63], which ONNX Runtime\'s integer kernels saturate here: the output departs from '
-                          'the trained network. Export with basicsr export --no-vnni (or train with '
-                          'quant.weight_bits: 7) for such CPUs.', stacklevel=2)
+                          'the trained network. For such CPUs train with quant.weight_bits: 7 (exact and '
+                          'fast), or export with basicsr export --no-vnni (exact, at about the FP32 file\'s '
+                          'speed).', stacklevel=2)
 
     def restore(x: np.ndarray) -> np.ndarray:
         y = session.run(None, {input_name: np.ascontiguousarray(x, dtype=np.float32)})[0]
