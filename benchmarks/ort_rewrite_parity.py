@@ -7,7 +7,8 @@ output steps, 1/255).
         --ckpt experiments/restormer_derain/models/net_g_latest.pth --name ort_rewrite_parity_restormer_derain
 
 Settings: graph optimisations off, basic, extended, all, and all but ``QDQSelectorActionTransformer`` (the rewrite
-of Q/DQ pairs into QLinearConv and the other integer kernels). Writes ``benchmarks/results/<name>.{json,csv,md}``.
+of Q/DQ pairs into QLinearConv and the other integer kernels). Writes ``<out>/<name>.{json,csv,md}`` (``--out``
+default ``benchmarks/results``).
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ def main() -> None:
     parser.add_argument('--crop', type=int, default=96, help='side of the top-left crop of the first val image')
     parser.add_argument('--threads', type=int, default=1)
     parser.add_argument('--name', default='ort_rewrite_parity')
+    parser.add_argument('--out', type=Path, default=RESULTS_DIR, help='folder of the JSON, CSV and table')
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -76,7 +78,7 @@ def main() -> None:
     table = markdown_table(rows, COLUMNS)
     print(table)
     info = run_info(command_line(), args.threads, crop=args.crop, image=val_opt['name'])
-    print('wrote', write_results(RESULTS_DIR, args.name, rows, info, table)['json'])
+    print('wrote', write_results(args.out, args.name, rows, info, table)['json'])
 
 
 if __name__ == '__main__':

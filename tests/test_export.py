@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 import re
 from pathlib import Path
@@ -206,13 +207,15 @@ def test_unsigned_relu_network_cannot_target_tensorrt(tmp_path):
 
 
 
-def _qat_checkpoint(write_options, bits: int) -> tuple[Path, Path, nn.Module]:
-    """``(options, checkpoint, network)`` of a tiny QAT EFM at ``bits`` bits, as ``basicsr train`` saves it."""
+def _qat_checkpoint(write_options, bits: int, **quant) -> tuple[Path, Path, nn.Module]:
+    """``(options, checkpoint, network)`` of a tiny QAT EFM at ``bits`` bits (and the other ``quant`` options), as
+    ``basicsr train`` saves it."""
     network_g = {'type': 'EFM', 'in_ch': 1, 'width': 4, 'depth': 1}
-    options = write_options(f'qat{bits}', network_g=network_g, quant={'bits': bits, 'calibration': 'max'})
+    quant = {'bits': bits, 'calibration': 'max', **quant}
+    options = write_options(f'qat{bits}', network_g=network_g, quant=quant)
     torch.manual_seed(0)
     net = EFM(in_ch=1, width=4, depth=1)
-    prepare(net, network_g, QuantConfig.from_options({'bits': bits, 'calibration': 'max'}),
+    prepare(net, network_g, QuantConfig.from_options(quant),
             [_noisy_crop(1, 100 + 20 * i, 60, 32, 32) for i in range(2)])
     checkpoint = options.with_suffix('.pth')
     torch.save({'params': net.state_dict()}, checkpoint)
@@ -293,3 +296,21 @@ def test_checker_names_a_quantized_constant_that_does_not_fit_its_integer_type(t
         'QuantizeLinear (weight_q) of the constant w: 8 of 18 values do not fit int8 [-128, 127] (round(x / scale) + '
         'zero point reaches -127 .. 1000); they saturate: the scale is too small for the integer type'
     ], report.summary()
+
+
+def test_ort_rewrite_parity_compares_each_optimisation_setting_with_the_fake_quant_network(write_options, tmp_path,
+                                                                                            monkeypatch, one_thread):
+    """``benchmarks/ort_rewrite_parity.py`` runs a QDR checkpoint's export under every graph-optimisation setting.
+    Without optimisation ONNX Runtime computes the Q/DQ graph in float: with ``unsigned_relu: true`` (the ReLU-fed
+    quantizers keep their trained grid in the file) it matches the fake-quant network."""
+    options, checkpoint, _ = _qat_checkpoint(write_options, 8, unsigned_relu=True)
+    spec = importlib.util.spec_from_file_location('ort_rewrite_parity', REPO / 'benchmarks' / 'ort_rewrite_parity.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr('sys.argv', ['ort_rewrite_parity.py', '-opt', str(options), '--ckpt', str(checkpoint),
+                                     '--crop', '24', '--name', 'parity', '--out', str(tmp_path)])
+    module.main()
+    rows = {r['setting']: r for r in json.loads((tmp_path / 'parity.json').read_text())['rows']}
+    assert list(rows) == ['off', 'basic', 'extended', 'all', 'all but QDQSelectorActionTransformer']
+    assert rows['off']['max_steps'] <= 0.01  # the same float arithmetic
+    assert all(r['psnr_db'] >= 50 and r['max_steps'] <= 2 for r in rows.values())  # the bound of deployment.md
